@@ -1,0 +1,38 @@
+# The two commands a new user needs: `make train` and `make test`. Both create ./.venv and install
+# the project into it on first use (the stamp file records that the install finished).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export DS_ACCELERATOR ?= cpu
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install train test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/accelerate launch --num_processes 1 recipes/causal/train.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src recipes tests benchmarks
+	$(BIN)/ruff format --check src recipes tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

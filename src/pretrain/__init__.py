@@ -1,0 +1,1 @@
+"""Pretraining recipes: every classic objective through one trainer and one evaluation harness."""

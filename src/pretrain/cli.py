@@ -1,0 +1,38 @@
+"""The `pretrain` console script: one entry point, one subcommand per capability.
+
+Each subcommand lives in its own module and exposes `main(argv: list[str]) -> int`; this table maps
+names to those modules so `pretrain --help` is instant (nothing heavy is imported until it runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("pretrain.runner", "Train an objective: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]"),
+    "eval": ("pretrain.evaluate_cli", "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: pretrain SUBCOMMAND [ARGS ...]", "", "subcommands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"pretrain: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

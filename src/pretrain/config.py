@@ -1,0 +1,223 @@
+"""Strict, layered configuration: dataclass defaults < YAML file < `--section.key=value` overrides.
+
+A config is a frozen dataclass whose fields are sections (themselves frozen dataclasses). Every
+field has a default and a docstring-style comment with its unit. Unknown keys and values of the
+wrong type fail with a one-line `ConfigError` that lists the valid keys, so a typo never silently
+trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the problem and the fix."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """All dotted keys a config class accepts, e.g. ['train.max_steps', ...]."""
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.extend(valid_keys(tp, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {list(choices)}")
+        return value
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(tp) or (str,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v] if value else []
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} expects a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key} expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if "e" in value.lower() else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")
+
+
+def _parse_cli_value(text: str) -> Any:
+    """CLI values are parsed as YAML scalars so `--a.b=3`, `=true`, `=[1,2]` behave like the file."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split argv into positional arguments and a {dotted_key: value} dict of `--a.b=v` overrides."""
+    positional, overrides = [], {}
+    it = iter(args)
+    for arg in it:
+        if not arg.startswith("--"):
+            positional.append(arg)
+            continue
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            nxt = next(it, None)
+            if nxt is None or nxt.startswith("--"):
+                raise ConfigError(f"--{key} has no value; write --{key}=VALUE")
+            value = nxt
+        overrides[key.replace("-", "_")] = _parse_cli_value(value)
+    return positional, overrides
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a flat {dotted_key: value} dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(tree).__name__}")
+    return _flatten(tree)
+
+
+def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
+    """Instantiate `cls` from defaults updated by flat dotted-key layers, later layers winning."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    keys = valid_keys(cls)
+    unknown = sorted(k for k in merged if k not in keys)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(keys)}")
+    try:
+        return _instantiate(cls, merged, "")
+    except ConfigError as err:
+        raise ConfigError(f"{err}; valid keys: {', '.join(keys)}") from None
+
+
+def _instantiate(cls: type[T], flat: dict[str, Any], prefix: str) -> T:
+    kwargs = {}
+    for name, tp in _field_types(cls).items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _instantiate(tp, flat, f"{key}.")
+        elif key in flat:
+            kwargs[name] = _coerce(flat[key], tp, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from None
+
+
+def parse_config(cls: type[T], argv: list[str], default_file: str | Path | None = None) -> T:
+    """Build `cls` from an optional default YAML, an optional positional YAML, then `--key=value`s."""
+    positional, overrides = parse_overrides(argv)
+    if len(positional) > 1:
+        raise ConfigError(f"expected at most one CONFIG.yaml, got {positional}")
+    layers = []
+    if default_file is not None:
+        layers.append(load_yaml(default_file))
+    if positional:
+        layers.append(load_yaml(positional[0]))
+    layers.append(overrides)
+    return build_config(cls, *layers)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A nested plain-dict view of a config (tuples become lists) for YAML/JSON output."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML; reading it back with `parse_config` gives the same config."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,177 @@
+"""The config sections every recipe shares: `model`, `data`, `train`. Objectives add `objective`.
+
+Field comments give the unit. Names follow transformers where it has one (learning_rate,
+warmup_steps, max_steps, gradient_accumulation_steps, max_grad_norm, output_dir, push_to_hub).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pretrain.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
+    """Architecture family; objectives accept the families they can train."""
+    preset: str = "tiny"
+    """Size preset from pretrain.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
+    model_name_or_path: str = ""
+    """Start from these pretrained weights (local dir or Hub id) instead of a fresh config."""
+    tokenizer_name: str = ""
+    """Use this tokenizer (local dir or Hub id); empty = train a byte-level BPE on the training data."""
+    vocab_size: int = 8192
+    """Vocabulary size (tokens) of the trained BPE tokenizer; ignored with tokenizer_name."""
+    hidden_size: int = 0
+    """Override the preset's hidden width (0 = preset)."""
+    num_layers: int = 0
+    """Override the preset's number of layers (0 = preset)."""
+    num_heads: int = 0
+    """Override the preset's attention heads (0 = preset)."""
+    dropout: float = 0.0
+    """Dropout probability on attention, residual and embeddings (pretraining usually uses 0)."""
+    max_position_embeddings: int = 0
+    """Positions the model supports (tokens); 0 = data.seq_len."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_file: str = ""
+    """Local .txt/.jsonl/.json/.parquet file, or a `save_to_disk` dataset dir; empty = embedded corpus."""
+    validation_file: str = ""
+    """Local validation file/dir; empty = a split of the training data of size validation_fraction."""
+    dataset_name: str = ""
+    """Hub dataset id (used when train_file is empty), e.g. 'wikitext'."""
+    dataset_config_name: str = ""
+    """Hub dataset config, e.g. 'wikitext-103-raw-v1'."""
+    streaming: bool = False
+    """Stream the Hub dataset instead of downloading it whole (train split only)."""
+    text_column: str = "text"
+    """Column that holds the raw text."""
+    validation_fraction: float = 0.05
+    """Fraction of documents held out for validation when no validation set is given."""
+    seq_len: int = 256
+    """Tokens per packed training sequence."""
+    document_mask: bool = False
+    """Packed sequences: restart positions at each document and forbid attention across documents."""
+    num_proc: int = 1
+    """Worker processes for tokenization (more than the core count only adds overhead)."""
+    max_train_documents: int = 0
+    """Use at most this many training documents (0 = all); for quick experiments."""
+    cache_dir: str = ""
+    """Where tokenized/packed datasets and the embedded corpus are cached; empty = ~/.cache/pretrain."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/default"
+    """Directory for the final model, metrics.jsonl, eval_results.json and checkpoints."""
+    overwrite_output_dir: bool = False
+    """Allow writing into an output_dir that already holds a finished model."""
+    seed: int = 42
+    """Seed for model init, data order and masking."""
+    max_steps: int = 300
+    """Optimizer steps to train (one step = gradient_accumulation_steps micro-steps on every rank)."""
+    max_tokens: int = 0
+    """Token budget; when > 0 it sets max_steps = ceil(max_tokens / tokens per step)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward on each process."""
+    gradient_accumulation_steps: int = 1
+    """Micro-steps per optimizer step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak (cosine/linear/wsd)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to matrices only (not biases, norms or embeddings)."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.95
+    """AdamW beta2."""
+    adam_epsilon: float = 1e-8
+    """AdamW epsilon."""
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    """Schedule after warmup; wsd = warmup-stable-decay."""
+    warmup_steps: int = 30
+    """Linear warmup length (optimizer steps)."""
+    decay_fraction: float = 0.2
+    """wsd only: fraction of max_steps spent in the final decay."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 = no clipping)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision; fp16 uses a dynamic loss scaler."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (slow cold start; no gain on CPU)."""
+    logging_steps: int = 10
+    """Write a metrics.jsonl line every this many optimizer steps."""
+    eval_steps: int = 0
+    """Evaluate every this many optimizer steps (0 = only at the end)."""
+    eval_max_batches: int = 0
+    """Cap on validation batches per periodic evaluation (0 = the whole set; the final one is whole)."""
+    eval_batch_size: int = 0
+    """Sequences per evaluation batch (0 = micro_batch_size)."""
+    save_steps: int = 0
+    """Save a resumable checkpoint every this many optimizer steps (0 = none)."""
+    save_total_limit: int = 2
+    """Keep at most this many recent checkpoints (the best by eval loss is kept on top; 0 = all)."""
+    resume_from_checkpoint: str = ""
+    """'latest' or a checkpoint directory to resume from; empty = start fresh."""
+    report_to: tuple[str, ...] = ()
+    """Extra trackers through Accelerate: tensorboard, wandb (metrics.jsonl is always written)."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for MFU; 0 = look it up for known GPUs, else MFU is N/A."""
+    max_nonfinite_steps: int = 5
+    """Stop (after saving) when this many consecutive steps have a non-finite loss."""
+    spike_threshold: float = 0.0
+    """Skip a step whose loss exceeds running mean + k * std with k = this (0 = off)."""
+    spike_window: int = 50
+    """Steps in the running loss statistics of the spike guard."""
+    push_to_hub: bool = False
+    """Push the final model (and checkpoints per hub_strategy) to the Hugging Face Hub."""
+    hub_model_id: str = ""
+    """Hub repository id, e.g. user/name."""
+    hub_private: bool = False
+    """Create the Hub repository private."""
+    hub_revision: str = ""
+    """Branch to push to (empty = main)."""
+    hub_strategy: Literal["end", "every_save", "all_checkpoints"] = "end"
+    """When to push: at the end, at every checkpoint save (model only), or every checkpoint folder."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("train.push_to_hub=true needs train.hub_model_id=user/name")
+
+
+@dataclass(frozen=True)
+class NoObjectiveConfig:
+    """Objectives without settings of their own use this empty section."""
+
+
+def make_run_config(objective_cls: type) -> type:
+    """The top-level config class for one objective: model, data, train and its objective section."""
+    return dataclasses.make_dataclass(
+        "RunConfig",
+        [
+            ("model", ModelConfig, field(default_factory=ModelConfig)),
+            ("data", DataConfig, field(default_factory=DataConfig)),
+            ("train", TrainConfig, field(default_factory=TrainConfig)),
+            ("objective", objective_cls, field(default_factory=objective_cls)),
+        ],
+        frozen=True,
+    )
+
+
+def replace(cfg: Any, **sections: dict[str, Any]) -> Any:
+    """Copy `cfg` with some section fields changed: replace(cfg, train={"max_steps": 5})."""
+    updated = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **updated)
