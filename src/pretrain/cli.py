@@ -10,8 +10,22 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("pretrain.runner", "Train an objective: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]"),
-    "eval": ("pretrain.evaluate_cli", "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]"),
+    "train": (
+        "pretrain.runner",
+        "Train an objective: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]",
+    ),
+    "eval": (
+        "pretrain.evaluate_cli",
+        "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]",
+    ),
+    "plan": (
+        "pretrain.planning",
+        "Compute-optimal N and D for a budget: pretrain plan --compute FLOPS [--inference-tokens T]",
+    ),
+    "fit": (
+        "pretrain.fitting",
+        "Fit L(N, D) = E + A/N^alpha + B/D^beta to finished runs: pretrain fit RUN_DIR ...",
+    ),
 }
 
 
@@ -28,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"pretrain: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        print(
+            f"pretrain: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr
+        )
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return module.main(rest)

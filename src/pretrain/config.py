@@ -154,7 +154,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from err
+        raise ConfigError(
+            f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax"
+        ) from err
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(tree).__name__}")
     return _flatten(tree)

@@ -57,12 +57,18 @@ def llama_intermediate_size(hidden_size: int) -> int:
     return -(-int(8 * hidden_size / 3) // 64) * 64
 
 
-def build_decoder_config(cfg: ModelConfig, vocab_size: int, max_positions: int, special_ids: dict[str, int]) -> PretrainedConfig:
+def build_decoder_config(
+    cfg: ModelConfig, vocab_size: int, max_positions: int, special_ids: dict[str, int]
+) -> PretrainedConfig:
     """A GPT-2 or Llama config of the requested shape, with token ids taken from the tokenizer."""
     from transformers import GPT2Config, LlamaConfig
 
     shape = resolve_shape(cfg)
-    ids = {"bos_token_id": special_ids["bos"], "eos_token_id": special_ids["eos"], "pad_token_id": special_ids["pad"]}
+    ids = {
+        "bos_token_id": special_ids["bos"],
+        "eos_token_id": special_ids["eos"],
+        "pad_token_id": special_ids["pad"],
+    }
     if cfg.family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size,

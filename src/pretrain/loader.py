@@ -1,0 +1,105 @@
+"""Deterministic, resumable batching: the data order is a pure function of (seed, position).
+
+Epoch e visits the blocks in `randperm(n, seed + e)`; global micro-batch k of an epoch holds the
+next `micro_batch_size * world_size` of them and rank r takes its contiguous slice. Resuming from a
+checkpoint therefore jumps straight to the saved position (no re-reading from the start), and the
+collator's randomness is seeded from the same position, so a resumed run sees exactly the same
+batches, masks and spans as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Collate = Callable[[list[dict[str, torch.Tensor]], torch.Generator], dict[str, torch.Tensor]]
+
+
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of ints (seed, position, rank, ...)."""
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + int(p)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainBatches:
+    """Endless micro-batches for one rank; `position` counts global micro-batches consumed."""
+
+    dataset: Sequence[dict[str, torch.Tensor]]
+    collate: Collate
+    micro_batch_size: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    position: int = 0
+
+    def __post_init__(self) -> None:
+        self.per_epoch = len(self.dataset) // (self.micro_batch_size * self.world_size)
+        if self.per_epoch == 0:
+            raise ValueError(
+                f"the training set has {len(self.dataset)} sequences, fewer than one global micro-batch "
+                f"({self.micro_batch_size} x {self.world_size} processes); give more data or lower train.micro_batch_size"
+            )
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def epoch(self) -> float:
+        return self.position / self.per_epoch
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            self._perm = torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        epoch, k = divmod(self.position, self.per_epoch)
+        global_bs = self.micro_batch_size * self.world_size
+        start = k * global_bs + self.rank * self.micro_batch_size
+        indices = self._permutation(epoch)[start : start + self.micro_batch_size].tolist()
+        batch = self.collate(
+            [self.dataset[i] for i in indices], seeded_generator(self.seed, self.position, self.rank)
+        )
+        self.position += 1
+        return batch
+
+
+def eval_batches(
+    dataset: Sequence[dict[str, torch.Tensor]],
+    collate: Collate,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    max_batches: int = 0,
+) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """(batch, is_real) pairs for one rank; every rank yields the same number of batches.
+
+    Batches are dealt round-robin; a rank that runs out repeats its last batch flagged
+    is_real=False (its statistics are discarded), so collective ops (ZeRO-3 gathers) stay in step.
+    Each batch's randomness is seeded by its index alone: evaluations are comparable over time.
+    """
+    n_batches = -(-len(dataset) // batch_size)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    per_rank = -(-n_batches // world_size)
+    last = None
+    for j in range(per_rank):
+        b = j * world_size + rank
+        if b < n_batches:
+            items = [dataset[i] for i in range(b * batch_size, min((b + 1) * batch_size, len(dataset)))]
+            last = collate(items, seeded_generator(seed, b))
+            yield last, True
+        elif last is not None:
+            yield last, False
+        else:  # this rank has no batch at all: borrow batch 0 so it can take part in collectives
+            items = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+            last = collate(items, seeded_generator(seed, 0))
+            yield last, False

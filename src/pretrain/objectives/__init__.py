@@ -1,0 +1,20 @@
+"""Objectives by name. The table maps names to classes lazily (no import-time registration)."""
+
+from __future__ import annotations
+
+import importlib
+
+from pretrain.config import ConfigError
+from pretrain.objectives.base import Objective
+
+OBJECTIVES: dict[str, str] = {
+    "causal": "pretrain.objectives.causal:CausalLM",
+}
+
+
+def get_objective(name: str) -> type[Objective]:
+    """The objective class registered under `name`."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    module, _, cls = OBJECTIVES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

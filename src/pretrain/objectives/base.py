@@ -1,0 +1,125 @@
+"""What an objective is: the one value that makes the shared runner train GPT, BERT, T5, ...
+
+An `Objective` subclass bundles everything that differs between objectives (in the spirit of
+torchtitan's TrainSpec): its config section, extra special tokens, model factory, datasets,
+collator, loss and metrics. The trainer and the evaluation harness never branch on its name.
+
+Losses are *sums* with a target count (`LossOutput`); the trainer divides by the number of targets
+across all micro-steps and ranks of an optimizer step, which is what makes token-level objectives
+(MLM, T5, prefix LM) exact under gradient accumulation and data parallelism.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from pretrain.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
+from pretrain.settings import NoObjectiveConfig
+from pretrain.tokenizer import compute_token_bytes
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class LossOutput:
+    """A micro-batch's summed loss, the number of targets it sums over, and summed eval statistics."""
+
+    loss_sum: torch.Tensor
+    num_targets: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective:
+    """Base class of objectives. Subclasses set the class attributes and override the hooks."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoObjectiveConfig
+    families: ClassVar[tuple[str, ...]] = ()
+    post_processor: ClassVar[str] = "none"  # see pretrain.tokenizer.set_post_processor
+    language_model: ClassVar[bool] = True  # report bits_per_byte
+
+    def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.token_bytes = torch.from_numpy(compute_token_bytes(tokenizer))
+
+    @classmethod
+    def extra_special_tokens(cls, cfg: Any) -> tuple[str, ...]:
+        """Special tokens this objective needs beyond <s> <pad> </s> <unk> <mask>."""
+        return ()
+
+    # --- model -----------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def load_model(self, path: str | Path) -> nn.Module:
+        """Load a saved model of this objective (for `pretrain eval`)."""
+        raise NotImplementedError
+
+    def save_model(self, model: nn.Module, output_dir: str | Path, state_dict: dict | None = None) -> None:
+        """Write the model in stock Hugging Face format (config.json, model.safetensors, tokenizer)."""
+        model.save_pretrained(str(output_dir), state_dict=state_dict)
+        self.tokenizer.save_pretrained(str(output_dir))
+
+    # --- data ------------------------------------------------------------------------------
+    def block_len(self) -> int:
+        """Tokens per packed block; objectives that add tokens (T5, BERT) override this."""
+        return self.cfg.data.seq_len
+
+    def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> PackedBlocks:
+        """Tokenize (cached, main process first) and pack into fixed blocks."""
+        with accelerator.main_process_first():
+            tokenized = tokenize_dataset(raw, self.tokenizer, num_proc=self.cfg.data.num_proc)
+        return pack_blocks(token_stream(tokenized), self.block_len())
+
+    def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:
+        """Turn dataset items into a model batch; all randomness comes from `generator`."""
+        raise NotImplementedError
+
+    # --- loss and metrics ------------------------------------------------------------------
+    def count_targets(self, batch: Batch) -> int:
+        """Targets in a batch, known before the forward pass (for loss normalisation)."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: nn.Module, batch: Batch) -> LossOutput:
+        raise NotImplementedError
+
+    def finalize_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Metrics from summed statistics over the evaluation set."""
+        eval_loss = sums["loss_sum"] / max(sums["num_targets"], 1.0)
+        metrics = {"eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 700.0))}
+        if self.language_model and sums.get("bytes"):
+            # bits per byte = total code length in bits / UTF-8 bytes of the evaluated text.
+            metrics["bits_per_byte"] = sums["loss_sum"] / (math.log(2) * sums["bytes"])
+        if "correct" in sums:
+            metrics["accuracy"] = sums["correct"] / max(sums["num_targets"], 1.0)
+        return metrics
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, token_bytes: torch.Tensor) -> LossOutput:
+    """Summed cross-entropy over positions whose label is not -100, with bytes and correct counts.
+
+    logits (b, t, v) and labels (b, t) are already aligned (no shift here).
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+    flat_labels = labels.reshape(-1)
+    loss_sum = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
+    valid = flat_labels != -100
+    with torch.no_grad():
+        correct = (flat_logits.argmax(-1) == flat_labels) & valid
+        target_ids = flat_labels[valid]
+        nbytes = token_bytes.to(target_ids.device)[target_ids].sum()
+    return LossOutput(
+        loss_sum=loss_sum,
+        num_targets=valid.sum(),
+        stats={"correct": correct.sum(), "bytes": nbytes},
+    )

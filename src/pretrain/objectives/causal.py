@@ -1,0 +1,65 @@
+"""Causal language modelling (GPT): predict every next token of packed blocks.
+
+Everything that makes this objective: decoder-only GPT-2/Llama models from a config, packed
+blocks with EOS between documents, optional document masking (positions restart at each document,
+no attention across documents), summed next-token cross-entropy, LM metrics incl. bits per byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from pretrain.config import ConfigError
+from pretrain.models import build_decoder_config
+from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
+from pretrain.packing import block_attention_mask, document_positions
+from pretrain.tokenizer import special_ids
+
+
+class CausalLM(Objective):
+    """Next-token prediction on packed blocks."""
+
+    name = "causal"
+    families = ("gpt2", "llama")
+
+    def build_model(self) -> nn.Module:
+        mcfg = self.cfg.model
+        if mcfg.model_name_or_path:
+            return self.load_model(mcfg.model_name_or_path)
+        if mcfg.family not in self.families:
+            raise ConfigError(
+                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
+            )
+        max_positions = mcfg.max_position_embeddings or self.cfg.data.seq_len
+        config = build_decoder_config(mcfg, len(self.tokenizer), max_positions, special_ids(self.tokenizer))
+        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+    def load_model(self, path: str | Path) -> nn.Module:
+        return AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa")
+
+    def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:
+        input_ids = torch.stack([e["input_ids"] for e in examples])  # (b, t)
+        batch = {"input_ids": input_ids, "labels": input_ids}
+        if self.cfg.data.document_mask:
+            batch.update(document_mask_inputs(input_ids, self.tokenizer.eos_token_id, causal=True))
+        return batch
+
+    def count_targets(self, batch: Batch) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def compute_loss(self, model: nn.Module, batch: Batch) -> LossOutput:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits  # (b, t, v)
+        # Position i predicts token i + 1: drop the last logit and the first label.
+        return token_loss(logits[:, :-1], batch["labels"][:, 1:], self.token_bytes)
+
+
+def document_mask_inputs(input_ids: torch.Tensor, eos_id: int, causal: bool) -> dict[str, Any]:
+    """position_ids restarting per document and a 4-D mask forbidding cross-document attention."""
+    doc_ids, position_ids = document_positions(input_ids, eos_id)
+    return {"position_ids": position_ids, "attention_mask": block_attention_mask(doc_ids, causal=causal)}

@@ -1,0 +1,210 @@
+"""The shared runner: config -> data -> tokenizer -> objective -> model -> Trainer -> final eval/save.
+
+Recipes call `main(Objective, argv, default_config)`; nothing here branches on which objective it
+is. Every expected failure (bad config, bad data, guard stop) ends as one `error:` line on stderr
+and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+import yaml
+from accelerate import Accelerator, InitProcessGroupKwargs
+from accelerate.utils import set_seed
+
+from pretrain.config import ConfigError, parse_config, to_dict
+from pretrain.data import DataError, cache_root, load_raw_datasets
+from pretrain.evaluation import compression_baselines, evaluate
+from pretrain.monitoring import plot_curves
+from pretrain.objectives.base import Objective
+from pretrain.settings import make_run_config
+from pretrain.tokenizer import build_tokenizer, set_post_processor
+from pretrain.trainer import Trainer, TrainingStopped
+
+FINAL_MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def build_accelerator(cfg: Any) -> Accelerator:
+    """An Accelerator for this run; CPU process groups need gloo (NCCL is GPU-only), and naming a
+    backend without a distributed launch breaks Accelerate, so only multi-process CPU runs get it."""
+    import torch
+
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = (
+        [InitProcessGroupKwargs(backend="gloo")] if multi_process and not torch.cuda.is_available() else []
+    )
+    return Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        log_with=list(cfg.train.report_to) or None,
+        project_dir=cfg.train.output_dir,
+        kwargs_handlers=handlers,
+    )
+
+
+def check_launch(accelerator: Accelerator) -> None:
+    """Refuse a launch that asked for several processes but got a single-process Accelerator."""
+    requested = int(
+        os.environ.get("PRETRAIN_EXPECTED_PROCESSES", os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) or 1
+    )
+    if requested > 1 and accelerator.num_processes == 1:
+        raise ConfigError(
+            f"{requested} processes were requested but this is a single-process run (accelerate's --cpu with "
+            "--num_processes starts one process); on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+            f"--num_processes {requested}"
+        )
+
+
+def prepare_output_dir(cfg: Any) -> Path:
+    out = Path(cfg.train.output_dir)
+    finished = all((out / f).is_file() for f in FINAL_MODEL_FILES)
+    if finished and not cfg.train.overwrite_output_dir and not cfg.train.resume_from_checkpoint:
+        raise ConfigError(
+            f"train.output_dir={out} already holds a finished model; pass --train.overwrite_output_dir=true "
+            "or choose another directory"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise ConfigError(
+            f"train.output_dir={out} is not writable ({err.strerror}); choose a writable directory"
+        ) from err
+    return out
+
+
+def build_tokenizer_for(
+    objective_cls: type[Objective], cfg: Any, train_raw: datasets.Dataset, accelerator: Accelerator
+):
+    with accelerator.main_process_first():
+        tokenizer = build_tokenizer(
+            cfg.model.tokenizer_name or cfg.model.model_name_or_path,
+            train_raw,
+            cfg.model.vocab_size,
+            cache_root(cfg.data),
+            objective_cls.extra_special_tokens(cfg),
+        )
+    if not cfg.model.tokenizer_name and not cfg.model.model_name_or_path:
+        set_post_processor(tokenizer, objective_cls.post_processor)
+    return tokenizer
+
+
+def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
+    """Tokenizer ids must index the embedding, and a block must fit the model's positions."""
+    embeddings = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embeddings:
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has {embeddings} rows; "
+            "use the model's own tokenizer or a matching model.vocab_size"
+        )
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    if limit and block_len > limit:
+        raise ConfigError(
+            f"data.seq_len gives {block_len}-token blocks but the model has {limit} positions; lower data.seq_len"
+        )
+
+
+def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
+    """Run one training job end to end; returns the final evaluation metrics."""
+    accelerator = build_accelerator(cfg)
+    check_launch(accelerator)
+    set_seed(cfg.train.seed)
+    out = prepare_output_dir(cfg) if accelerator.is_main_process else Path(cfg.train.output_dir)
+    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if accelerator.is_main_process:
+        (out / "resolved_config.yaml").write_text(config_yaml)
+    if not accelerator.is_local_main_process:
+        datasets.disable_progress_bars()
+    train_raw, valid_raw = load_raw_datasets(cfg.data)
+    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    objective = objective_cls(cfg, tokenizer)
+    train_data = objective.build_dataset(train_raw, accelerator)
+    eval_data = objective.build_dataset(valid_raw, accelerator)
+    model = objective.build_model()
+    check_model_fits(model, tokenizer, objective.block_len())
+    accelerator.print(
+        f"objective={objective.name} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+        f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
+        f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
+    )
+    trainer = Trainer(
+        cfg,
+        objective,
+        model,
+        train_data,
+        eval_data,
+        accelerator,
+        config_yaml,
+        flops_per_token(model, objective),
+    )
+    if cfg.train.report_to:
+        accelerator.init_trackers(objective.name, config=flat_config(cfg))
+    trainer.maybe_resume()
+    state = trainer.train()
+    save_final_model(objective, trainer, accelerator, out)
+    batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
+    results = evaluate(objective, trainer.model, eval_data, accelerator, batch_size)
+    results.update(num_parameters=count_parameters(model), tokens_seen=state.tokens_seen, steps=state.step)
+    if objective.language_model:
+        results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
+    if accelerator.is_main_process:
+        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
+        plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png")
+        print_summary(results)
+    accelerator.end_training()
+    return results
+
+
+def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accelerator, out: Path) -> None:
+    """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP)."""
+    state_dict = accelerator.get_state_dict(trainer.model)
+    if accelerator.is_main_process:
+        objective.save_model(accelerator.unwrap_model(trainer.model), out, state_dict=state_dict)
+    accelerator.wait_for_everyone()
+
+
+def count_parameters(model: Any) -> int:
+    from pretrain.flops import count_params
+
+    return count_params(model.config)
+
+
+def flops_per_token(model: Any, objective: Objective) -> float:
+    from pretrain.flops import training_flops_per_token
+
+    return training_flops_per_token(model.config, objective.block_len())
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    flat = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def print_summary(results: dict[str, float]) -> None:
+    shown = {k: v for k, v in results.items() if isinstance(v, float)}
+    print("final evaluation: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+
+
+def main(
+    objective_cls: type[Objective], argv: list[str] | None = None, default_config: str | Path | None = None
+) -> int:
+    """Recipe entry point: parse argv into the objective's config and train; 0 on success."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_config(make_run_config(objective_cls.Config), argv, default_config)
+        train(objective_cls, cfg)
+    except (ConfigError, DataError, TrainingStopped) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,264 @@
+"""The one training loop every objective runs through (Accelerate).
+
+One optimizer step = `gradient_accumulation_steps` micro-steps on every process. The loss of a
+step is the sum of the objective's per-target losses over all its micro-steps and processes,
+divided by the number of targets in all of them (counted before the forward pass and all-reduced),
+so 4 micro-batches x 2 accumulation steps equals 8 x 1 exactly, for every objective.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from pretrain.checkpoint import (
+    TrainerState,
+    load_checkpoint,
+    resolve_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+)
+from pretrain.evaluation import evaluate
+from pretrain.loader import TrainBatches
+from pretrain.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
+from pretrain.objectives.base import Batch, Objective
+from pretrain.optim import build_optimizer, build_scheduler
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped by a guard (e.g. repeated non-finite losses); a checkpoint was saved."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    skipped: str | None  # None, "nonfinite" or "spike"
+
+
+class Trainer:
+    """Trains `model` on `train_data` with `objective`; owns optimizer, schedule, guards, checkpoints."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        objective: Objective,
+        model: nn.Module,
+        train_data: Any,
+        eval_data: Any,
+        accelerator: Accelerator,
+        config_yaml: str,
+        flops_per_token: float,
+    ) -> None:
+        self.cfg, self.tcfg = cfg, cfg.train
+        self.objective = objective
+        self.accelerator = accelerator
+        self.output_dir = Path(self.tcfg.output_dir)
+        self.eval_data = eval_data
+        self.config_yaml = config_yaml
+        self.flops_per_token = flops_per_token
+        self.tokens_per_step = (
+            self.tcfg.micro_batch_size
+            * self.tcfg.gradient_accumulation_steps
+            * accelerator.num_processes
+            * objective.block_len()
+        )
+        self.max_steps = self.tcfg.max_steps
+        if self.tcfg.max_tokens:
+            self.max_steps = math.ceil(self.tcfg.max_tokens / self.tokens_per_step)
+        if self.tcfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if self.tcfg.torch_compile:
+            model = torch.compile(model)
+        optimizer = build_optimizer(model, self.tcfg)
+        scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.batches = TrainBatches(
+            train_data,
+            objective.collate,
+            self.tcfg.micro_batch_size,
+            self.tcfg.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+        self.state = TrainerState()
+        self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
+
+    # --- one optimizer step ------------------------------------------------------------------
+    def _global_sum(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        return (
+            float(self.accelerator.reduce(t, reduction="sum"))
+            if self.accelerator.num_processes > 1
+            else value
+        )
+
+    def train_step(self, micro_batches: list[Batch]) -> StepResult:
+        """Forward/backward every micro-batch, then clip and update unless a guard skips the step."""
+        acc = self.accelerator
+        global_targets = self._global_sum(sum(self.objective.count_targets(b) for b in micro_batches))
+        # DDP averages gradients over processes; multiplying by world size turns that into a sum.
+        scale = acc.num_processes / max(global_targets, 1.0)
+        local_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+        for i, batch in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1
+            with nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                out = self.objective.compute_loss(self.model, batch)
+                acc.backward(out.loss_sum * scale)
+            local_loss += out.loss_sum.detach().double()
+        loss = self._global_sum(float(local_loss)) / max(global_targets, 1.0)
+        max_norm = self.tcfg.max_grad_norm if self.tcfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
+        skipped = self._guard(loss, grad_norm)
+        if skipped is None:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss=loss, grad_norm=grad_norm, skipped=skipped)
+
+    def _guard(self, loss: float, grad_norm: float) -> str | None:
+        """Decide whether to skip this update; every process decides the same (global values)."""
+        state = self.state
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            state.skipped_nonfinite += 1
+            state.consecutive_nonfinite += 1
+            return "nonfinite"
+        state.consecutive_nonfinite = 0
+        window = state.recent_losses
+        k = self.tcfg.spike_threshold
+        if k > 0 and len(window) >= 10:
+            mean, std = statistics.fmean(window), statistics.pstdev(window)
+            if loss > mean + k * std:
+                state.skipped_spikes += 1
+                return "spike"
+        window.append(loss)
+        del window[: max(0, len(window) - self.tcfg.spike_window)]
+        return None
+
+    # --- the loop ----------------------------------------------------------------------------
+    def maybe_resume(self) -> None:
+        spec = self.tcfg.resume_from_checkpoint
+        if not spec:
+            return
+        path = resolve_checkpoint(self.output_dir, spec)
+        self.state = load_checkpoint(self.accelerator, path)
+        self.batches.position = self.state.data_position
+        self.accelerator.print(f"resumed from {path} at step {self.state.step}")
+
+    def train(self) -> TrainerState:
+        acc, tcfg, state = self.accelerator, self.tcfg, self.state
+        metrics = MetricsLog(
+            self.output_dir / "metrics.jsonl",
+            acc.is_main_process,
+            state.step if tcfg.resume_from_checkpoint else None,
+        )
+        evals = MetricsLog(
+            self.output_dir / "eval_history.jsonl",
+            acc.is_main_process,
+            state.step if tcfg.resume_from_checkpoint else None,
+        )
+        if self.peak_flops is None:
+            acc.print("MFU: N/A (no peak FLOP/s known for this device; set --train.peak_flops to report it)")
+        bar = tqdm(
+            total=self.max_steps,
+            initial=state.step,
+            disable=not acc.is_main_process,
+            desc="train",
+            dynamic_ncols=True,
+        )
+        interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
+        self.model.train()
+        while state.step < self.max_steps:
+            micro = [self._to_device(next(self.batches)) for _ in range(tcfg.gradient_accumulation_steps)]
+            result = self.train_step(micro)
+            state.step += 1
+            state.data_position = self.batches.position
+            state.tokens_seen += self.tokens_per_step
+            interval_tokens += self.tokens_per_step
+            if result.skipped is None:
+                interval_losses.append(result.loss)
+            bar.update(1)
+            if result.skipped:
+                acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
+            if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
+                path = save_checkpoint(acc, self.output_dir, state, self.config_yaml)
+                raise TrainingStopped(
+                    f"{state.consecutive_nonfinite} consecutive steps had a non-finite loss (last at step {state.step}); "
+                    f"saved {path}; lower train.learning_rate or use bf16 instead of fp16, then resume"
+                )
+            if state.step % tcfg.logging_steps == 0 or state.step == self.max_steps:
+                elapsed = time.perf_counter() - interval_start
+                record = self._log_record(result, interval_losses, interval_tokens / max(elapsed, 1e-9))
+                metrics.write(record)
+                if acc.trackers:
+                    acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=state.step)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.2e}")
+                interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
+            if tcfg.eval_steps and state.step % tcfg.eval_steps == 0 and state.step != self.max_steps:
+                self._periodic_eval(evals)
+            if tcfg.save_steps and state.step % tcfg.save_steps == 0:
+                self.save()
+        bar.close()
+        return state
+
+    def _to_device(self, batch: Batch) -> Batch:
+        return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
+
+    def _log_record(
+        self, result: StepResult, losses: list[float], tokens_per_second: float
+    ) -> dict[str, Any]:
+        state = self.state
+        mfu = model_flops_utilization(
+            tokens_per_second, self.flops_per_token, self.peak_flops, self.accelerator.num_processes
+        )
+        return {
+            "step": state.step,
+            "loss": statistics.fmean(losses) if losses else result.loss,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "grad_norm": result.grad_norm,
+            "tokens_per_second": tokens_per_second,
+            "mfu": mfu,
+            "peak_memory_gb": peak_memory_gb(self.accelerator.device),
+            "tokens_seen": state.tokens_seen,
+            "epoch": self.batches.epoch,
+            "skipped_nonfinite": state.skipped_nonfinite,
+            "skipped_spikes": state.skipped_spikes,
+        }
+
+    def _periodic_eval(self, evals: MetricsLog) -> None:
+        batch_size = self.tcfg.eval_batch_size or self.tcfg.micro_batch_size
+        results = evaluate(
+            self.objective,
+            self.model,
+            self.eval_data,
+            self.accelerator,
+            batch_size,
+            self.tcfg.eval_max_batches,
+        )
+        evals.write({"step": self.state.step, **results})
+        if self.accelerator.trackers:
+            self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
+        loss = results["eval_loss"]
+        if self.state.best_eval_loss is None or loss < self.state.best_eval_loss:
+            self.state.best_eval_loss = loss
+            self.state.best_checkpoint = f"checkpoint-{self.state.step}" if self.tcfg.save_steps else None
+        self.accelerator.print(
+            f"step {self.state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
+        )
+
+    def save(self) -> Path:
+        """Save a resumable checkpoint and rotate old ones."""
+        path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
+        if self.accelerator.is_main_process:
+            rotate_checkpoints(self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint)
+        return path
