@@ -1,7 +1,7 @@
 """The `pretrain` console script: one entry point, one subcommand per capability.
 
-Each subcommand lives in its own module and exposes `main(argv: list[str]) -> int`; this table maps
-names to those modules so `pretrain --help` is instant (nothing heavy is imported until it runs).
+Each subcommand is a function `main(argv: list[str]) -> int` (or `module:function`) in its own
+module; this table maps names to them so `pretrain --help` is instant (nothing heavy is imported until it runs).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": (
-        "pretrain.runner",
+        "pretrain.runner:cli_main",
         "Train an objective: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]",
     ),
     "eval": (
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             f"pretrain: unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr
         )
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest)
+    module, _, function = SUBCOMMANDS[name][0].partition(":")
+    return getattr(importlib.import_module(module), function or "main")(rest)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,9 @@ def check_launch(accelerator: Accelerator) -> None:
     )
     if requested > 1 and accelerator.num_processes == 1:
         raise ConfigError(
-            f"{requested} processes were requested but this is a single-process run (accelerate's --cpu with "
-            "--num_processes starts one process); on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
-            f"--num_processes {requested}"
+            "several processes were requested but this is a single-process run (accelerate launch --cpu "
+            "--num_processes N starts one process); on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+            "--num_processes N"
         )
 
 
@@ -152,7 +152,12 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     save_final_model(objective, trainer, accelerator, out)
     batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
     results = evaluate(objective, trainer.model, eval_data, accelerator, batch_size)
-    results.update(num_parameters=count_parameters(model), tokens_seen=state.tokens_seen, steps=state.step)
+    results.update(
+        objective=objective.name,
+        num_parameters=count_parameters(model),
+        tokens_seen=state.tokens_seen,
+        steps=state.step,
+    )
     if objective.language_model:
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
@@ -193,6 +198,10 @@ def flat_config(cfg: Any) -> dict[str, Any]:
 
 def print_summary(results: dict[str, float]) -> None:
     shown = {k: v for k, v in results.items() if isinstance(v, float)}
+    if "bits_per_byte" in shown and "bz2_bits_per_byte" in shown:
+        print(
+            f"validation bits per byte: model {shown['bits_per_byte']:.4f} vs bz2 {shown['bz2_bits_per_byte']:.4f}"
+        )
     print("final evaluation: " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
 
 
@@ -208,3 +217,19 @@ def main(
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def cli_main(argv: list[str]) -> int:
+    """`pretrain train OBJECTIVE [CONFIG.yaml] [--k=v ...]`: the recipes' entry point by objective name."""
+    from pretrain.objectives import get_objective
+
+    if not argv or argv[0].startswith("-"):
+        print("usage: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]", file=sys.stderr)
+        return 2
+    try:
+        objective_cls = get_objective(argv[0])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    default = Path(__file__).resolve().parents[2] / "recipes" / argv[0] / "config.yaml"
+    return main(objective_cls, argv[1:], default if default.is_file() else None)

@@ -1,0 +1,121 @@
+"""`pretrain eval --model DIR [CONFIG.yaml] [--data.validation_file=PATH] [--section.key=value ...]`.
+
+Evaluates any saved model of any objective with the same harness as training, and prints the
+classical compressors' bits per byte on the same text beside the model's. The objective comes from
+`--objective NAME`, else the run's eval_results.json, else the architecture in config.json; data
+settings default to the run's own resolved_config.yaml, so `pretrain eval --model runs/x` re-measures
+exactly what training measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pretrain.config import ConfigError, load_yaml, parse_overrides
+
+# Architectures (config.json "architectures") whose objective is unambiguous.
+_ARCHITECTURE_OBJECTIVES = {
+    "T5ForConditionalGeneration": "t5",
+    "XLNetLMHeadModel": "permutation",
+    "BertForMaskedLM": "masked",
+    "RobertaForMaskedLM": "masked",
+    "BertForPreTraining": "masked",
+}
+
+
+def detect_objective(model_dir: Path) -> str:
+    """The objective a saved model was trained with."""
+    results = model_dir / "eval_results.json"
+    if results.is_file():
+        name = json.loads(results.read_text()).get("objective")
+        if name:
+            return name
+    if (model_dir / "modules.json").is_file():
+        return "contrastive"
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise ConfigError(
+            f"--model {model_dir} has no config.json; give a directory written by a recipe or save_pretrained"
+        )
+    architectures = json.loads(config.read_text()).get("architectures") or [""]
+    return _ARCHITECTURE_OBJECTIVES.get(architectures[0], "causal")
+
+
+def split_eval_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Pull this command's own options (--model, --objective, --output) out of argv."""
+    own, rest, it = {}, [], iter(argv)
+    for arg in it:
+        name, sep, value = arg.partition("=")
+        if name in ("--model", "--objective", "--output"):
+            own[name[2:]] = value if sep else next(it, "")
+        else:
+            rest.append(arg)
+    if not own.get("model"):
+        raise ConfigError(
+            "pretrain eval needs --model DIR (a directory with config.json and tokenizer files)"
+        )
+    return own, rest
+
+
+def build_eval_config(objective_cls: type, model_dir: Path, rest: list[str]) -> Any:
+    """Config for evaluation: the run's resolved config (if any) < CONFIG.yaml < overrides."""
+    from pretrain.config import build_config
+    from pretrain.settings import make_run_config
+
+    positional, overrides = parse_overrides(rest)
+    layers = []
+    resolved = model_dir / "resolved_config.yaml"
+    if resolved.is_file():
+        layers.append({k: v for k, v in load_yaml(resolved).items() if not k.startswith("train.")})
+    layers.extend(load_yaml(p) for p in positional)
+    layers.append(overrides)
+    return build_config(make_run_config(objective_cls.Config), *layers)
+
+
+def run_eval(argv: list[str]) -> dict[str, Any]:
+    from accelerate import Accelerator
+
+    from pretrain.data import load_raw_datasets
+    from pretrain.evaluation import compression_baselines, evaluate
+    from pretrain.objectives import get_objective
+    from pretrain.tokenizer import load_tokenizer
+
+    own, rest = split_eval_args(argv)
+    model_dir = Path(own["model"])
+    if not model_dir.is_dir():
+        raise ConfigError(f"--model {model_dir} is not a directory; give the output_dir of a finished run")
+    objective_cls = get_objective(own.get("objective") or detect_objective(model_dir))
+    cfg = build_eval_config(objective_cls, model_dir, rest)
+    accelerator = Accelerator()
+    tokenizer = load_tokenizer(str(model_dir))
+    objective = objective_cls(cfg, tokenizer)
+    model = objective.load_model(model_dir).to(accelerator.device)
+    _, valid_raw = load_raw_datasets(cfg.data)
+    eval_data = objective.build_dataset(valid_raw, accelerator)
+    batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
+    results: dict[str, Any] = {
+        "objective": objective.name,
+        **evaluate(objective, model, eval_data, accelerator, batch_size),
+    }
+    if objective.language_model:
+        results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
+    output = Path(own.get("output") or model_dir / "eval_results.pretrain-eval.json")
+    output.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    from pretrain.data import DataError
+
+    try:
+        results = run_eval(argv)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return 0
