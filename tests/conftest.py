@@ -56,3 +56,39 @@ def run_recipe(objective: str, output_dir: Path, *overrides: str, tiny: bool = T
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     return train(objective_cls, cfg)
+
+
+def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None = None, accelerator_cls=None):
+    """A Trainer on the embedded corpus with the tiny shape, built the way the runner builds one."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import set_seed
+
+    from pretrain.config import parse_config, to_dict
+    from pretrain.data import load_raw_datasets
+    from pretrain.objectives.causal import CausalLM
+    from pretrain.runner import build_tokenizer_for
+    from pretrain.settings import make_run_config
+    from pretrain.trainer import Trainer
+
+    objective_cls = objective_cls or CausalLM
+    argv = [*TINY, f"--train.output_dir={output_dir}", "--data.max_train_documents=120", *overrides]
+    cfg = parse_config(make_run_config(objective_cls.Config), argv)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = (accelerator_cls or Accelerator)()
+    set_seed(cfg.train.seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_raw, valid_raw = load_raw_datasets(cfg.data)
+    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    objective = objective_cls(cfg, tokenizer)
+    train_data = objective.build_dataset(train_raw, accelerator)
+    eval_data = objective.build_dataset(valid_raw, accelerator)
+    model = objective.build_model()
+    return Trainer(cfg, objective, model, train_data, eval_data, accelerator, str(to_dict(cfg)), 1.0)
+
+
+def parameters(trainer) -> dict:
+    """A detached copy of the trainer's model parameters."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

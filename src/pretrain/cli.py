@@ -18,7 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "pretrain.evaluate_cli",
         "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]",
     ),
-    "data": ("pretrain.datapipe.cli", "Clean raw text into a dataset: pretrain data prepare --input PATH... --output DIR"),
+    "data": (
+        "pretrain.datapipe.cli",
+        "Clean raw text into a dataset: pretrain data prepare --input PATH... --output DIR",
+    ),
     "plan": (
         "pretrain.planning",
         "Compute-optimal N and D for a budget: pretrain plan --compute FLOPS [--inference-tokens T]",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pretrain.data import DataError
+
 Collate = Callable[[list[dict[str, torch.Tensor]], torch.Generator], dict[str, torch.Tensor]]
 
 
@@ -40,7 +42,7 @@ class TrainBatches:
     def __post_init__(self) -> None:
         self.per_epoch = len(self.dataset) // (self.micro_batch_size * self.world_size)
         if self.per_epoch == 0:
-            raise ValueError(
+            raise DataError(
                 f"the training set has {len(self.dataset)} sequences, fewer than one global micro-batch "
                 f"({self.micro_batch_size} x {self.world_size} processes); give more data or lower train.micro_batch_size"
             )

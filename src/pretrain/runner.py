@@ -45,6 +45,8 @@ def build_accelerator(cfg: Any) -> Accelerator:
         log_with=list(cfg.train.report_to) or None,
         project_dir=cfg.train.output_dir,
         kwargs_handlers=handlers,
+        # Our schedule counts optimizer steps; by default Accelerate steps it once per process.
+        step_scheduler_with_optimizer=False,
     )
 
 
