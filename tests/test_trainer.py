@@ -191,3 +191,38 @@ def test_document_mask_logits_equal_packed_or_alone(tmp_path, cache_dir):
     torch.testing.assert_close(packed_logits[len(doc_a) :], alone_b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed_logits[: len(doc_a)], alone_a, rtol=1e-5, atol=1e-5)
     assert packed["position_ids"][0, len(doc_a)].item() == 0
+
+
+def test_rotation_keeps_newest_best_and_latest(tmp_path):
+    from pretrain.checkpoint import rotate_checkpoints
+
+    for step in range(1, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "latest").write_text("checkpoint-5")
+    rotate_checkpoints(tmp_path, keep=2, best="checkpoint-2")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-5",
+    ]
+
+
+def test_trackers_tensorboard_and_offline_wandb(tmp_path, cache_dir, monkeypatch):
+    from conftest import run_recipe
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "tracked"
+    run_recipe(
+        "causal",
+        out,
+        "--train.max_steps=4",
+        "--train.logging_steps=2",
+        "--train.report_to=tensorboard,wandb",
+        "--data.max_train_documents=60",
+    )
+    assert list(out.rglob("events.out.tfevents.*")), "no tensorboard event file"
+    assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["mfu"] is None and record["peak_memory_gb"] > 0  # MFU is N/A on CPU without a peak
+    assert (out / "loss_curve.png").stat().st_size > 1000

@@ -35,6 +35,7 @@ class TrainerState:
     skipped_spikes: int = 0
     recent_losses: list[float] = field(default_factory=list)
     best_eval_loss: float | None = None
+    best_eval_step: int | None = None
     best_checkpoint: str | None = None
 
 

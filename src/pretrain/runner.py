@@ -148,7 +148,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         flops_per_token(model, objective),
     )
     if cfg.train.report_to:
-        accelerator.init_trackers(objective.name, config=flat_config(cfg))
+        # wandb writes under output_dir (offline runs: output_dir/wandb/offline-run-*), not the cwd.
+        init_kwargs = {"wandb": {"dir": str(out)}} if "wandb" in cfg.train.report_to else {}
+        accelerator.init_trackers(objective.name, config=flat_config(cfg), init_kwargs=init_kwargs)
     trainer.maybe_resume()
     state = trainer.train()
     save_final_model(objective, trainer, accelerator, out)

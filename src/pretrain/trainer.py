@@ -248,16 +248,16 @@ class Trainer:
         evals.write({"step": self.state.step, **results})
         if self.accelerator.trackers:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
-        loss = results["eval_loss"]
-        if self.state.best_eval_loss is None or loss < self.state.best_eval_loss:
-            self.state.best_eval_loss = loss
-            self.state.best_checkpoint = f"checkpoint-{self.state.step}" if self.tcfg.save_steps else None
+        if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
+            self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
         self.accelerator.print(
             f"step {self.state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
         )
 
     def save(self) -> Path:
-        """Save a resumable checkpoint and rotate old ones."""
+        """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation)."""
+        if self.state.best_eval_step == self.state.step:
+            self.state.best_checkpoint = f"checkpoint-{self.state.step}"
         path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
         if self.accelerator.is_main_process:
             rotate_checkpoints(self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint)
