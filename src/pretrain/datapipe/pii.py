@@ -56,20 +56,25 @@ CN_ID = re.compile(
 )
 CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,18}(?![\w-])", re.ASCII)
 SSN = re.compile(r"(?<![\w-])\d{3}([ -])\d{2}\1\d{4}(?![\w-])", re.ASCII)
+# A phone number neither continues a word or a longer digit run ("3530 0094 6226 2572" holds no phone)
+# nor is followed by one.
+_PHONE_START = r"(?<![\w+.-])(?<!\d[ .-])"
+_PHONE_END = r"(?![\w-]|[ .]\d)"
 PHONE = re.compile(
     "|".join(
-        (
-            # International: +CC or 00CC, then groups with one separator style, e.g. +44 20 7946 0958.
-            r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,5}(?![\w-])",
+        _PHONE_START + body + _PHONE_END
+        for body in (
+            # International: +CC or 00CC, then digit groups, e.g. +44 20 7946 0958, +1 (415) 555-0132.
+            r"(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,5}",
             # North America: (415) 555-0132, 415-555-0132, 415.555.0132, 1-800-555-0199.
-            r"(?<![\w(+-])(?:1[ .-])?\([2-9]\d{2}\) ?[2-9]\d{2}[ .-]\d{4}(?![\w-])",
-            r"(?<![\w(+.-])(?:1([ .-]))?[2-9]\d{2}([ .-])[2-9]\d{2}\2\d{4}(?![\w-]|\.\d)",
+            r"(?:1[ .-])?\([2-9]\d{2}\) ?[2-9]\d{2}[ .-]\d{4}",
+            r"(?:1[ .-])?[2-9]\d{2}([ .-])[2-9]\d{2}\1\d{4}",
             # Chinese mobile: 1[3-9]x xxxx xxxx, plain or with one separator style.
-            r"(?<![\w+.-])1[3-9]\d([ -]?)\d{4}\3\d{4}(?![\w-])",
+            r"1[3-9]\d([ -]?)\d{4}\2\d{4}",
             # Trunk-prefixed national numbers: 020 7946 0958, 030 12345678, 010-12345678, (0755) 1234 5678.
-            r"(?<![\w+.-])(?:0[1-9]\d{1,3}|\(0[1-9]\d{1,3}\))([ -])\d{3,4}(?:\4?\d{3,4})?(?![\w-])",
+            r"(?:0[1-9]\d{1,3}|\(0[1-9]\d{1,3}\))([ -])\d{3,4}(?:\3?\d{3,4})?",
             # French-style pairs: 01 23 45 67 89, 06.12.34.56.78.
-            r"(?<![\w+.-])0[1-9]([ .-])\d{2}(?:\5\d{2}){3}(?![\w-]|\.\d)",
+            r"0[1-9]([ .-])\d{2}(?:\4\d{2}){3}",
         )
     ),
     re.ASCII,
@@ -121,6 +126,8 @@ def _valid_card(text: str) -> bool:
     if len(separators) > 1:
         return False
     digits = re.sub(r"\D", "", text)
+    if len(digits) == 18 and _valid_date(digits[6:14]):
+        return False  # shaped like a Chinese ID (birth date at digits 7-14) whose check digit failed
     network = any(
         digits.startswith(prefixes) and len(digits) in lengths for prefixes, lengths in _CARD_NETWORKS
     )

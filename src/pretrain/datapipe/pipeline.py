@@ -269,10 +269,9 @@ def prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> dict
         ds, reports = run_stages(ds, cfg, work_dir)
         if output.exists():
             shutil.rmtree(output)
-        num_proc = (
-            cfg.pipeline.num_proc if cfg.pipeline.num_proc > 1 and len(ds) >= cfg.pipeline.num_proc else None
-        )
-        ds.save_to_disk(str(output), num_proc=num_proc)
+        num_proc = cfg.pipeline.num_proc if 1 < cfg.pipeline.num_proc <= len(ds) else None
+        # An empty dataset needs one explicit shard, or datasets writes none and cannot load it back.
+        ds.save_to_disk(str(output), num_proc=num_proc, num_shards=1 if len(ds) == 0 else None)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     report = build_report(sources, output, reports, cfg)
