@@ -143,3 +143,29 @@ def test_corrupt_checkpoint_fails_cleanly_and_keeps_the_good_one(tmp_path, cache
     err = capsys.readouterr().err
     assert code == 1 and "is corrupt or does not match this model" in err, err[-1500:]
     assert {p.name: p.read_bytes() for p in good.iterdir() if p.is_file()} == snapshot
+
+
+def test_refuses_a_multi_process_launch_that_started_one_process(tmp_path, cache_dir):
+    """`accelerate launch --cpu --num_processes 2` silently starts one process: we refuse it."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [
+        accelerate,
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        str(REPO / "recipes/causal/train.py"),
+        *TINY,
+    ]
+    proc = subprocess.run(
+        [*cmd, f"--train.output_dir={tmp_path}"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0
+    assert "error: several processes were requested but this is a single-process run" in proc.stderr
+    assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu" in proc.stderr

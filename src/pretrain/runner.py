@@ -51,10 +51,15 @@ def build_accelerator(cfg: Any) -> Accelerator:
 
 
 def check_launch(accelerator: Accelerator) -> None:
-    """Refuse a launch that asked for several processes but got a single-process Accelerator."""
-    requested = int(
-        os.environ.get("PRETRAIN_EXPECTED_PROCESSES", os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) or 1
-    )
+    """Refuse a launch that asked for several processes but got a single-process Accelerator.
+
+    `accelerate launch --cpu --num_processes N` runs ONE process through its simple launcher, which
+    still exports MASTER_ADDR (only when N > 1) but no WORLD_SIZE; PRETRAIN_EXPECTED_PROCESSES
+    states the expectation explicitly (schedulers, tests).
+    """
+    expected = os.environ.get("PRETRAIN_EXPECTED_PROCESSES")
+    simple_multi = "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ
+    requested = int(expected) if expected else (2 if simple_multi else 1)
     if requested > 1 and accelerator.num_processes == 1:
         raise ConfigError(
             "several processes were requested but this is a single-process run (accelerate launch --cpu "
