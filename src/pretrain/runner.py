@@ -113,7 +113,8 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(
         model.config, "n_positions", None
     )
-    if limit and block_len > limit:
+    # XLNet has relative positions and reports max_position_embeddings = -1 (no limit).
+    if limit and limit > 0 and block_len > limit:
         raise ConfigError(
             f"data.seq_len gives {block_len}-token blocks but the model has {limit} positions; lower data.seq_len"
         )
