@@ -9,7 +9,6 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export DS_ACCELERATOR ?= cpu
-export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install train test bench lint clean
 

@@ -1,0 +1,228 @@
+"""Trainer overhead and data-preparation speed, side by side with their peers in one process.
+
+1. Training throughput on the same tiny GPT-2 (4 layers, 256 wide, 8k vocab, batch 8 x 256) and
+   the same packed data: a raw PyTorch loop (the overhead floor), our Trainer, and
+   `transformers.Trainer`, run in A B C C B A order so drift on a shared machine cancels out.
+2. Tokenize + pack: ours (Rust `encode_batch` inside `datasets.map`, zero-copy Arrow packing) vs
+   run_clm-style preprocessing (`tokenizer(texts)` in `datasets.map`, then `group_texts` with
+   `itertools.chain`), both uncached, on the same text and tokenizer.
+
+Usage: python benchmarks/bench_trainer.py [--text PATH] [--steps N] [--warmup N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from itertools import chain
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_cfg(output_dir: str, steps: int):
+    from pretrain.config import parse_config
+    from pretrain.objectives.causal import CausalLM
+    from pretrain.settings import make_run_config
+
+    argv = [
+        f"--train.output_dir={output_dir}",
+        f"--train.max_steps={steps}",
+        "--train.logging_steps=10",
+        "--train.warmup_steps=2",
+        "--train.micro_batch_size=8",
+        "--data.seq_len=256",
+        "--model.vocab_size=8192",
+    ]
+    return parse_config(make_run_config(CausalLM.Config), argv)
+
+
+def _setup(steps: int):
+    """Shared pieces: config, tokenizer, packed training blocks, and a fresh-model factory."""
+    from accelerate import Accelerator
+
+    from pretrain.data import load_raw_datasets
+    from pretrain.objectives.causal import CausalLM
+    from pretrain.runner import build_tokenizer_for
+
+    cfg = _tiny_cfg(tempfile.mkdtemp(), steps)
+    accelerator = Accelerator()
+    train_raw, _ = load_raw_datasets(cfg.data)
+    tokenizer = build_tokenizer_for(CausalLM, cfg, train_raw, accelerator)
+    objective = CausalLM(cfg, tokenizer)
+    blocks = objective.build_dataset(train_raw, accelerator)
+    return cfg, objective, blocks
+
+
+def run_raw_loop(objective, blocks, steps: int, warmup: int) -> float:
+    """tokens/s of the plainest correct loop: forward, backward, clip, AdamW step."""
+    import torch
+
+    torch.manual_seed(0)
+    model = objective.build_model().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    bs, seq = 8, blocks.blocks.shape[1]
+    start = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        ids = torch.from_numpy(blocks.blocks[step * bs % (len(blocks) - bs) :][:bs].astype("int64"))
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return steps * bs * seq / (time.perf_counter() - start)
+
+
+def run_ours(cfg, objective, blocks, steps: int, warmup: int) -> float:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    from pretrain.config import to_dict
+    from pretrain.trainer import Trainer
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    cfg = _tiny_cfg(tempfile.mkdtemp(), warmup + steps)
+    trainer = Trainer(
+        cfg, objective, objective.build_model(), blocks, blocks, Accelerator(), str(to_dict(cfg)), 1.0
+    )
+    trainer.max_steps = warmup
+    trainer.train()
+    trainer.max_steps = warmup + steps
+    start = time.perf_counter()
+    trainer.train()
+    return steps * trainer.tokens_per_step / (time.perf_counter() - start)
+
+
+def run_hf_trainer(objective, blocks, steps: int, warmup: int) -> float:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class Clock(TrainerCallback):
+        start = end = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == warmup:
+                Clock.start = time.perf_counter()
+            Clock.end = time.perf_counter()
+
+    class Blocks(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(blocks)
+
+        def __getitem__(self, i):
+            ids = blocks[i]["input_ids"]
+            return {"input_ids": ids, "labels": ids}
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=8,
+        max_steps=warmup + steps,
+        learning_rate=1e-3,
+        report_to=[],
+        logging_steps=10_000,
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    Trainer(model=objective.build_model(), args=args, train_dataset=Blocks(), callbacks=[Clock()]).train()
+    return steps * 8 * blocks.blocks.shape[1] / (Clock.end - Clock.start)
+
+
+def bench_training(steps: int, warmup: int) -> dict[str, float]:
+    cfg, objective, blocks = _setup(warmup + steps)
+    runs = {"raw": [], "ours": [], "hf": []}
+    order = ["raw", "ours", "hf", "hf", "ours", "raw"]
+    for name in order:
+        if name == "raw":
+            runs[name].append(run_raw_loop(objective, blocks, steps, warmup))
+        elif name == "ours":
+            runs[name].append(run_ours(cfg, objective, blocks, steps, warmup))
+        else:
+            runs[name].append(run_hf_trainer(objective, blocks, steps, warmup))
+        print(f"  {name:<5} {runs[name][-1]:>9,.0f} tok/s", flush=True)
+    return {name: statistics.fmean(values) for name, values in runs.items()}
+
+
+def run_clm_style(ds, tokenizer, block_size: int) -> int:
+    """transformers' examples/pytorch/language-modeling/run_clm.py preprocessing, uncached."""
+
+    def tokenize_function(examples):
+        return tokenizer(examples["text"])
+
+    def group_texts(examples):
+        concatenated = {k: list(chain(*examples[k])) for k in examples}
+        total = (len(concatenated["input_ids"]) // block_size) * block_size
+        result = {
+            k: [t[i : i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()
+        }
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    tokenized = ds.map(tokenize_function, batched=True, remove_columns=["text"], load_from_cache_file=False)
+    grouped = tokenized.map(group_texts, batched=True, load_from_cache_file=False)
+    return len(grouped) * block_size
+
+
+def run_ours_packing(ds, tokenizer, block_size: int) -> int:
+    from pretrain.packing import pack_blocks, token_stream, tokenize_dataset
+
+    return pack_blocks(token_stream(tokenize_dataset(ds, tokenizer)), block_size).blocks.size
+
+
+def bench_packing(text_path: Path | None) -> dict[str, float]:
+    import datasets
+
+    from pretrain.data import embedded_documents, load_text_file
+    from pretrain.tokenizer import train_bpe_tokenizer
+
+    datasets.disable_caching()
+    datasets.disable_progress_bars()
+    ds = (
+        load_text_file(str(text_path))
+        if text_path
+        else datasets.Dataset.from_dict({"text": embedded_documents()})
+    )
+    tokenizer = train_bpe_tokenizer(ds, 8192)
+    times = {"ours": [], "run_clm": []}
+    tokens = {}
+    for name in ["ours", "run_clm", "run_clm", "ours"]:
+        fn = run_ours_packing if name == "ours" else run_clm_style
+        start = time.perf_counter()
+        tokens[name] = fn(ds, tokenizer, 256)
+        times[name].append(time.perf_counter() - start)
+        print(f"  {name:<8} {tokens[name] / times[name][-1]:>12,.0f} tok/s", flush=True)
+    return {name: tokens[name] / statistics.fmean(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_text = REPO.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+    parser.add_argument("--text", type=Path, default=default_text if default_text.is_file() else None)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    print(
+        f"training throughput (tiny GPT-2, 8 x 256 tokens/step, {args.steps} timed steps, order A B C C B A)"
+    )
+    speed = bench_training(args.steps, args.warmup)
+    print(f"  ours / raw loop          = {speed['ours'] / speed['raw']:.3f}  (target >= 0.98)")
+    print(f"  transformers.Trainer/raw = {speed['hf'] / speed['raw']:.3f}")
+    print(f"  ours / transformers.Trainer = {speed['ours'] / speed['hf']:.3f}")
+    print(f"tokenize + pack ({args.text or 'embedded corpus'}, 8k BPE, 256-token blocks, order A B B A)")
+    pack = bench_packing(args.text)
+    print(f"  ours / run_clm-style     = {pack['ours'] / pack['run_clm']:.2f}  (target >= 3)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
