@@ -84,7 +84,7 @@ def test_signature_agreement_estimates_jaccard():
     rng = random.Random(1)
     base = _corpus(200, seed=2)
     edited = [_edit(t, rng.choice([0.01, 0.03, 0.08]), rng) for t in base]
-    cfg = NearDedupConfig(num_perm=256)
+    cfg = NearDedupConfig(num_perm=256)  # more permutations: a tighter estimate to test the mean against
     a, b = minhash_signatures(base, cfg), minhash_signatures(edited, cfg)
     estimate = (a == b).mean(axis=1)
     truth = np.array([_jaccard(x, y) for x, y in zip(base, edited, strict=True)])
@@ -98,6 +98,8 @@ def test_bands_follow_the_threshold():
     assert bands * rows <= 128
     p = lambda j: 1 - (1 - j**rows) ** bands  # noqa: E731 - probability two documents become candidates
     assert p(0.9) > 0.998 and p(0.3) < 0.001 and 0.2 < p(0.7) < 0.8
+    assert NearDedupConfig(num_perm=128, threshold=0.7).band_shape() == (bands, rows)
+    assert NearDedupConfig().band_shape() == (14, 8)
     with pytest.raises(ValueError, match="bands"):
         NearDedupConfig(bands=20, rows=10)
 
