@@ -9,6 +9,7 @@ from pretrain.objectives.base import Objective
 
 OBJECTIVES: dict[str, str] = {
     "causal": "pretrain.objectives.causal:CausalLM",
+    "permutation": "pretrain.objectives.permutation:PermutationLM",
 }
 
 
