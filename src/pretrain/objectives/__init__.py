@@ -9,6 +9,8 @@ from pretrain.objectives.base import Objective
 
 OBJECTIVES: dict[str, str] = {
     "causal": "pretrain.objectives.causal:CausalLM",
+    "t5": "pretrain.objectives.t5:SpanCorruption",
+    "prefix_lm": "pretrain.objectives.prefix_lm:PrefixLM",
     "permutation": "pretrain.objectives.permutation:PermutationLM",
 }
 
