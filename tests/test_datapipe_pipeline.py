@@ -9,7 +9,7 @@ import random
 import datasets
 import pytest
 
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, parse_config, save_config
 from pretrain.datapipe.cli import main, split_args
 from pretrain.datapipe.dedup import ExactDedupConfig
 from pretrain.datapipe.pipeline import DataPipeConfig, PipelineConfig, prepare, run_stages
@@ -212,6 +212,17 @@ def test_prepare_reads_parquet_and_saved_datasets(tmp_path):
     # The second copy of the corpus is entirely exact duplicates of the first.
     assert report["documents_in"] == 2 * len(docs)
     assert report["documents_out"] == len(set(docs))
+
+
+def test_saved_config_reads_back_through_the_cli_arguments(tmp_path):
+    cfg = DataPipeConfig(pipeline=PipelineConfig(stages=("pii", "normalize"), num_proc=2))
+    save_config(cfg, tmp_path / "data.yaml")
+    _, _, rest = split_args(["--input", "a", "--output", "o", "--config", str(tmp_path / "data.yaml")])
+    assert parse_config(DataPipeConfig, rest) == cfg
+    _, _, rest = split_args(
+        ["--input", "a", "--output", "o", "--config", str(tmp_path / "data.yaml"), "--langid.languages=en,fr"]
+    )
+    assert parse_config(DataPipeConfig, rest).langid.languages == ("en", "fr")
 
 
 def test_split_args():

@@ -58,7 +58,8 @@ class NearDedupConfig:
             raise ValueError("near_dedup.ngram and near_dedup.num_perm must be >= 1")
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"near_dedup.threshold must be in [0, 1), got {self.threshold}")
-        if not self.threshold and not (self.bands >= 1 and self.rows >= 1 and self.bands * self.rows <= self.num_perm):
+        bad_shape = min(self.bands, self.rows) < 1 or self.bands * self.rows > self.num_perm
+        if not self.threshold and bad_shape:
             raise ValueError("near_dedup.bands and .rows must be >= 1 with bands * rows <= num_perm")
 
     def band_shape(self) -> tuple[int, int]:

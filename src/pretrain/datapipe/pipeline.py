@@ -207,15 +207,15 @@ class _Runner:
         duplicate_of = first_occurrence(table.column("_hash").to_numpy())
         if not lines:
             return self._annotate(
-                ds, "exact_dedup", _duplicate_batch, time.perf_counter() - start, True,
+                ds, "exact_dedup", _duplicate_batch, seconds=time.perf_counter() - start, with_indices=True,
                 duplicate_of=duplicate_of, reason="exact_duplicate",
             )  # fmt: skip
         column = table.column("_line_hashes").combine_chunks()
         drop = repeated_lines(column.flatten().to_numpy())
-        line_start = column.offsets.to_numpy().astype(np.int64)
+        offsets = column.offsets.to_numpy().astype(np.int64)
         return self._annotate(
-            ds, "exact_dedup", _line_dedup_batch, time.perf_counter() - start, True,
-            duplicate_of=duplicate_of, drop=drop, line_start=line_start,
+            ds, "exact_dedup", _line_dedup_batch, seconds=time.perf_counter() - start, with_indices=True,
+            duplicate_of=duplicate_of, drop=drop, line_start=offsets - offsets[0],
         )  # fmt: skip
 
     def _near_dedup(self, ds: datasets.Dataset) -> datasets.Dataset:
@@ -230,7 +230,7 @@ class _Runner:
         columns = (table.column(f"_band_{b}").to_numpy() for b in range(bands))
         duplicate_of = cluster_duplicates(columns, table.num_rows)
         return self._annotate(
-            ds, "near_dedup", _duplicate_batch, time.perf_counter() - start, True,
+            ds, "near_dedup", _duplicate_batch, seconds=time.perf_counter() - start, with_indices=True,
             duplicate_of=duplicate_of, reason="near_duplicate",
         )  # fmt: skip
 
