@@ -12,6 +12,7 @@ OBJECTIVES: dict[str, str] = {
     "t5": "pretrain.objectives.t5:SpanCorruption",
     "prefix_lm": "pretrain.objectives.prefix_lm:PrefixLM",
     "permutation": "pretrain.objectives.permutation:PermutationLM",
+    "masked": "pretrain.objectives.masked:MaskedLM",
 }
 
 
