@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from pretrain.config import ConfigError, parse_config, to_dict
 from pretrain.data import DataError, cache_root, load_raw_datasets
 from pretrain.evaluation import compression_baselines, evaluate
+from pretrain.hub import HubError, check_hub_access, push_output
 from pretrain.monitoring import plot_curves
 from pretrain.objectives.base import Objective
 from pretrain.settings import make_run_config
@@ -124,6 +125,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     """Run one training job end to end; returns the final evaluation metrics."""
     accelerator = build_accelerator(cfg)
     check_launch(accelerator)
+    if cfg.train.push_to_hub:
+        check_hub_access(cfg.train, contact_endpoint=accelerator.is_main_process)
     set_seed(cfg.train.seed)
     out = prepare_output_dir(cfg) if accelerator.is_main_process else Path(cfg.train.output_dir)
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
@@ -139,7 +142,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     model = objective.build_model()
     check_model_fits(model, tokenizer, objective.block_len())
     accelerator.print(
-        f"objective={objective.name} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+        f"objective={objective.name} world_size={accelerator.num_processes} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
         f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
         f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
     )
@@ -164,6 +167,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     results = evaluate(objective, trainer.model, eval_data, accelerator, batch_size)
     results.update(
         objective=objective.name,
+        world_size=accelerator.num_processes,
         num_parameters=count_parameters(model),
         tokens_seen=state.tokens_seen,
         steps=state.step,
@@ -175,6 +179,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png")
         print_summary(results)
     accelerator.end_training()
+    if cfg.train.push_to_hub and accelerator.is_main_process:
+        push_output(cfg.train, out)
     return results
 
 
@@ -223,7 +229,7 @@ def main(
     try:
         cfg = parse_config(make_run_config(objective_cls.Config), argv, default_config)
         train(objective_cls, cfg)
-    except (ConfigError, DataError, TrainingStopped) as err:
+    except (ConfigError, DataError, TrainingStopped, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

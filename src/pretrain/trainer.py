@@ -28,7 +28,9 @@ from pretrain.checkpoint import (
     rotate_checkpoints,
     save_checkpoint,
 )
+from pretrain.distributed import configure_deepspeed, uses_deepspeed
 from pretrain.evaluation import evaluate
+from pretrain.hub import push_checkpoint
 from pretrain.loader import TrainBatches
 from pretrain.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.objectives.base import Batch, Objective
@@ -43,6 +45,7 @@ class TrainingStopped(RuntimeError):
 class StepResult:
     loss: float
     grad_norm: float
+    learning_rate: float
     skipped: str | None  # None, "nonfinite" or "spike"
 
 
@@ -80,6 +83,9 @@ class Trainer:
             model.gradient_checkpointing_enable()
         if self.tcfg.torch_compile:
             model = torch.compile(model)
+        self.deepspeed = uses_deepspeed(accelerator)
+        if self.deepspeed:
+            configure_deepspeed(accelerator, self.tcfg)
         optimizer = build_optimizer(model, self.tcfg)
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -108,23 +114,34 @@ class Trainer:
         acc = self.accelerator
         global_targets = self._global_sum(sum(self.objective.count_targets(b) for b in micro_batches))
         # DDP averages gradients over processes; multiplying by world size turns that into a sum.
+        # DeepSpeed also divides each micro-step's loss by its accumulation steps: undo that too.
         scale = acc.num_processes / max(global_targets, 1.0)
+        if self.deepspeed:
+            scale *= len(micro_batches)
         local_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
         for i, batch in enumerate(micro_batches):
             sync = i == len(micro_batches) - 1
+            if self.deepspeed:  # DeepSpeed steps inside backward at the boundary Accelerate reports
+                acc.gradient_state._set_sync_gradients(sync)
             with nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
                 out = self.objective.compute_loss(self.model, batch)
                 acc.backward(out.loss_sum * scale)
             local_loss += out.loss_sum.detach().double()
         loss = self._global_sum(float(local_loss)) / max(global_targets, 1.0)
         max_norm = self.tcfg.max_grad_norm if self.tcfg.max_grad_norm > 0 else float("inf")
-        grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
+        norm = acc.clip_grad_norm_(
+            self.model.parameters(), max_norm
+        )  # DeepSpeed: its own clipped step's norm
+        grad_norm = float(norm) if norm is not None else float("nan")
+        # Under DeepSpeed the engine has already stepped inside backward: a guard can count and
+        # stop, but not undo (DeepSpeed's fp16 loss scaler does skip overflowing steps itself).
         skipped = self._guard(loss, grad_norm)
+        learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
         if skipped is None:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss=loss, grad_norm=grad_norm, skipped=skipped)
+        return StepResult(loss=loss, grad_norm=grad_norm, learning_rate=learning_rate, skipped=skipped)
 
     def _guard(self, loss: float, grad_norm: float) -> str | None:
         """Decide whether to skip this update; every process decides the same (global values)."""
@@ -224,7 +241,7 @@ class Trainer:
         return {
             "step": state.step,
             "loss": statistics.fmean(losses) if losses else result.loss,
-            "learning_rate": self.scheduler.get_last_lr()[0],
+            "learning_rate": result.learning_rate,
             "grad_norm": result.grad_norm,
             "tokens_per_second": tokens_per_second,
             "mfu": mfu,
@@ -261,4 +278,5 @@ class Trainer:
         path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
         if self.accelerator.is_main_process:
             rotate_checkpoints(self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint)
+        push_checkpoint(self, path)  # per train.hub_strategy; a no-op unless pushing
         return path
