@@ -264,6 +264,14 @@ def load_hub_dataset(cfg: DataConfig, split: str) -> datasets.Dataset | datasets
         ) from err
 
 
+def _materialize_stream(stream: datasets.IterableDataset, limit: int) -> datasets.Dataset:
+    """The first `limit` documents of a streamed split, without downloading the rest of it."""
+    if limit <= 0:
+        raise DataError("data.streaming=true reads a bounded prefix: set --data.max_train_documents=N")
+    texts = [row["text"] for row in stream.take(limit)]
+    return datasets.Dataset.from_dict({"text": texts})
+
+
 def load_raw_datasets(cfg: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, validation) text datasets from the configured source."""
     if cfg.train_file:
@@ -287,7 +295,9 @@ def load_raw_datasets(cfg: DataConfig) -> tuple[datasets.Dataset, datasets.Datas
     if valid is None:
         split = _split_by_hash(list(train["text"]), cfg.validation_fraction)
         train, valid = split["train"], split["validation"]
-    if cfg.max_train_documents and isinstance(train, datasets.Dataset):
+    if isinstance(train, datasets.IterableDataset):
+        train = _materialize_stream(train, cfg.max_train_documents)
+    elif cfg.max_train_documents:
         train = train.select(range(min(cfg.max_train_documents, len(train))))
     if isinstance(train, datasets.Dataset) and len(train) == 0:
         raise DataError("the training set is empty; point --data.train_file at a file with text")

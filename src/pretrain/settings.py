@@ -48,7 +48,7 @@ class DataConfig:
     dataset_config_name: str = ""
     """Hub dataset config, e.g. 'wikitext-103-raw-v1'."""
     streaming: bool = False
-    """Stream the Hub dataset instead of downloading it whole (train split only)."""
+    """Stream the Hub dataset's train split, reading only its first max_train_documents documents."""
     text_column: str = "text"
     """Column that holds the raw text."""
     validation_fraction: float = 0.05
