@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "pretrain.fitting",
         "Fit L(N, D) = E + A/N^alpha + B/D^beta to finished runs: pretrain fit RUN_DIR ...",
     ),
+    "push": (
+        "pretrain.hub",
+        "Push an output or checkpoint folder to the Hub: pretrain push DIR --repo-id user/name",
+    ),
 }
 
 
