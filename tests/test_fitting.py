@@ -83,3 +83,34 @@ def test_fit_cli_prints_constants_and_writes_the_plot(tmp_path, capsys):
     assert set(record["law"]) == {"E", "A", "B", "alpha", "beta"}
     assert len(record["runs"]) == 9 and set(record["intervals"]) == set(record["law"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_config_and_its_training_config_parse_strictly():
+    from pretrain.config import parse_config
+    from pretrain.objectives.causal import CausalLM
+    from pretrain.settings import make_run_config
+    from pretrain.sweep import SweepConfig, grid_points, train_command
+
+    sweep = parse_config(SweepConfig, [], "recipes/scaling/sweep.yaml").sweep
+    points = grid_points(sweep)
+    assert len(points) == len(sweep.sizes) * len(sweep.token_budgets) >= 9
+    assert len({p.name for p in points}) == len(points)
+    # Every command must be a valid causal-recipe config: defaults < train.yaml < per-run overrides.
+    run_config = make_run_config(CausalLM.Config)
+    for point in points:
+        config_file, *overrides = train_command(sweep, point)[2:]
+        cfg = parse_config(run_config, [config_file, *overrides], "recipes/causal/config.yaml")
+        assert (cfg.model.hidden_size, cfg.train.max_tokens) == (point.hidden_size, point.tokens)
+        assert cfg.train.output_dir.endswith(point.name)
+
+
+def test_sweep_grid_names_and_bad_sizes():
+    from pretrain.config import ConfigError
+    from pretrain.sweep import GridPoint, SweepSection, grid_points
+
+    assert GridPoint(128, 2, 4, 400_000).name == "h128_l2_d400k"
+    assert GridPoint(64, 2, 2, 1_500_000).name == "h64_l2_d1.5M"
+    assert [p.tokens for p in grid_points(SweepSection(sizes=("64x2x2",), token_budgets=(1, 2)))] == [1, 2]
+    for bad in ("64x2", "64x2x3", "axbxc"):
+        with pytest.raises(ConfigError, match="sweep.sizes"):
+            grid_points(SweepSection(sizes=(bad,)))
