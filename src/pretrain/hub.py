@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx2  # huggingface_hub 2.x's HTTP client: its TransportError is every network failure
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
 from pretrain.model_card import write_model_card
@@ -222,7 +223,8 @@ def _push_or_warn(tcfg: TrainConfig, folder: Path, path_in_repo: str, message: s
             commit_message=message,
         )
     except HubError as err:
-        print(f"warning: {err}; training continues", file=sys.stderr)
+        # tqdm.write keeps the line apart from the training progress bar.
+        tqdm.write(f"warning: {err}; training continues", file=sys.stderr)
 
 
 # --- retries and messages ---------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def with_retries(call: Callable[[], T], what: str, retry: Retry) -> T:
             if attempt == retry.attempts:
                 raise HubError(f"{what} failed after {attempt} attempts ({describe(err)})") from None
             wait = retry.wait_s(attempt)
-            print(
+            tqdm.write(
                 f"hub: {what} failed ({describe(err)}); retry {attempt}/{retry.attempts - 1} in {wait:g}s",
                 file=sys.stderr,
             )
