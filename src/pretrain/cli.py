@@ -18,6 +18,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "pretrain.evaluate_cli",
         "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]",
     ),
+    "compress": (
+        "pretrain.compression:compress_main",
+        "Compress a text file with a causal model (range coding): pretrain compress --model DIR IN OUT",
+    ),
+    "decompress": (
+        "pretrain.compression:decompress_main",
+        "Restore a file written by compress: pretrain decompress --model DIR COMPRESSED OUT",
+    ),
     "data": (
         "pretrain.datapipe.cli",
         "Clean raw text into a dataset: pretrain data prepare --input PATH... --output DIR",

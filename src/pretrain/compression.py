@@ -1,0 +1,470 @@
+"""A causal language model as a real, lossless text compressor: range coding of its next-token probabilities.
+
+Cross-entropy is a code length: an entropy coder driven by the model's next-token distributions
+stores a text in about sum(-log2 p(token | context)) bits (Shannon 1948; Deletang et al. 2024,
+"Language Modeling Is Compression"). This module makes the claim literal: `pretrain compress`
+writes such a file and `pretrain decompress` gets the exact bytes back.
+
+How a file is coded:
+- text -> tokens with the model's byte-level BPE (special-token strings stay plain text, and the
+  round trip is checked before coding, so any UTF-8 text comes back byte for byte);
+- the tokens are cut into `streams` equal runs coded in lockstep, so each model call serves one
+  token of every stream (encoder and decoder alike);
+- each stream starts from EOS and sees a sliding context: when `window` (the model's max positions)
+  tokens are cached, the last `window - stride` are re-encoded and decoding goes on;
+- float32 logits -> integer frequencies summing to 2**24, at least 1 per token (pure float64 math),
+  coded with constriction's range coder (32-bit words, 24-bit probabilities).
+
+Decoding is bit-exact because the decoder repeats the encoder's computation exactly: same model
+calls on the same tensors of the same shapes, deterministic algorithms, and the encoder's thread
+count (stored in the header). It needs the same model files (fingerprint in the header) and the
+same kind of CPU and torch build; a CRC-32 of the text turns any mismatch into an error, not
+silently wrong output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizerBase
+
+from pretrain.config import ConfigError
+
+MAGIC = b"PLMZ"
+FORMAT_VERSION = 1
+PRECISION_BITS = 24  # constriction's default Categorical precision: probabilities are k / 2**24
+MAX_STREAMS = 64
+MIN_STREAM_WINDOWS = 8  # a stream gets at least 8 context windows of tokens, so cold starts stay rare
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class CompressedFileError(ValueError):
+    """A compressed file that cannot be decoded with the given model."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything the decoder needs besides the model: sizes, layout and a check of the result."""
+
+    fingerprint: bytes  # first 8 bytes of the sha256 of the model files
+    crc32: int  # of the original bytes
+    num_bytes: int
+    num_tokens: int
+    streams: int
+    window: int  # tokens of context at most
+    stride: int  # tokens coded between two re-encodings of the context
+    threads: int  # torch CPU threads of the encoder; the decoder uses the same
+
+    def to_bytes(self) -> bytes:
+        fields = (self.num_bytes, self.num_tokens, self.streams, self.window, self.stride, self.threads)
+        return (
+            MAGIC
+            + bytes([FORMAT_VERSION])
+            + self.fingerprint
+            + struct.pack("<I", self.crc32)
+            + b"".join(map(_varint, fields))
+        )
+
+    @classmethod
+    def read(cls, blob: bytes) -> tuple[Header, int]:
+        """The header at the start of `blob` and the offset where the coded words begin."""
+        if blob[:4] != MAGIC:
+            raise CompressedFileError("it is not a file written by `pretrain compress` (no PLMZ header)")
+        if blob[4] != FORMAT_VERSION:
+            raise CompressedFileError(f"it has format version {blob[4]}; this version reads {FORMAT_VERSION}")
+        fingerprint, (crc,) = blob[5:13], struct.unpack("<I", blob[13:17])
+        pos, fields = 17, []
+        for _ in range(6):
+            value, pos = _read_varint(blob, pos)
+            fields.append(value)
+        return cls(fingerprint, crc, *fields), pos
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(blob):
+            raise CompressedFileError("its header is truncated")
+        byte = blob[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """Sizes and code lengths of one compression run."""
+
+    original_bytes: int
+    compressed_bytes: int
+    header_bytes: int
+    num_tokens: int
+    cross_entropy_bits: float  # sum of -log2 p(token | context) under the float model, same contexts
+    model_bytes: int  # model weights + config + tokenizer files
+    seconds: float
+
+    @property
+    def bits_per_byte(self) -> float:
+        return 8 * self.compressed_bytes / max(self.original_bytes, 1)
+
+    @property
+    def cross_entropy_bits_per_byte(self) -> float:
+        return self.cross_entropy_bits / max(self.original_bytes, 1)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def load_causal_lm(model_dir: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A saved causal (or prefix-LM) model in float32 eval mode, with its tokenizer."""
+    from pretrain.tokenizer import load_tokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--model {path} has no config.json; give the output_dir of a finished causal run")
+    tokenizer = load_tokenizer(str(path))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation="sdpa"
+        )
+    except (ValueError, OSError) as err:
+        raise ConfigError(
+            f"--model {path} is not a causal language model ({type(err).__name__}); give a causal or prefix-LM run"
+        ) from err
+    return model.eval(), tokenizer
+
+
+def model_fingerprint(model_dir: str | Path) -> tuple[bytes, int]:
+    """(first 8 bytes of the sha256 over the model files, their total size in bytes)."""
+    digest, size = hashlib.sha256(), 0
+    for name in MODEL_FILES:
+        path = Path(model_dir) / name
+        if path.is_file():
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            size += path.stat().st_size
+    return digest.digest()[:8], size
+
+
+def max_positions(model: nn.Module) -> int:
+    config = model.config
+    return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
+
+
+@contextmanager
+def deterministic_cpu(threads: int) -> Iterator[None]:
+    """Run torch with `threads` CPU threads and deterministic algorithms; restore both afterwards."""
+    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+# --- tokens <-> text ---------------------------------------------------------------------------
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of `text` that decode back to exactly `text` (special-token strings stay plain text)."""
+    backend = tokenizer.backend_tokenizer
+    backend.encode_special_tokens = True
+    ids = backend.encode(text, add_special_tokens=False).ids
+    restored = decode_tokens(tokenizer, ids)
+    if restored != text:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(text, restored, strict=False)) if a != b), len(restored)
+        )
+        raise ConfigError(
+            f"the model's tokenizer does not reproduce this text (first difference at character {first}); "
+            "compress needs a lossless tokenizer such as the byte-level BPE the recipes train"
+        )
+    return ids
+
+
+def decode_tokens(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    return tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=False)
+
+
+# --- the coder -----------------------------------------------------------------------------------
+
+
+def compute_frequencies(logits: torch.Tensor) -> np.ndarray:
+    """Integer frequencies (b, v) that sum to 2**PRECISION_BITS, each >= 1, from logits (b, v).
+
+    Float64 math on identical inputs, so the encoder and the decoder get identical tables; the
+    floor of 1 keeps every token codable (it costs v / 2**24 of probability mass, 0.05% for 8k).
+    """
+    total = 1 << PRECISION_BITS
+    probs = torch.softmax(logits.double(), dim=-1)
+    freq = torch.floor(probs * (total - logits.shape[-1])).long() + 1
+    rows = torch.arange(freq.shape[0])
+    freq[rows, probs.argmax(-1)] += total - freq.sum(-1)  # the rounding remainder goes to the mode
+    return freq.numpy().astype(np.float64)
+
+
+class ContextWindows:
+    """Token streams advanced in lockstep through one model, each with a sliding context of `window` tokens."""
+
+    def __init__(self, model: nn.Module, streams: int, length: int, window: int, stride: int, start_id: int):
+        self.model, self.window, self.keep = model, window, window - stride
+        self.history = torch.full((streams, length + 1), start_id, dtype=torch.long)  # (b, 1 + length)
+        self.length = 1  # tokens of history so far (the start token)
+        self.cache: DynamicCache | None = None
+        self.cached = 0  # tokens whose keys/values are in the cache: the last `cached` of history
+
+    @torch.no_grad()
+    def next_logits(self) -> torch.Tensor:
+        """Logits (b, v) of every stream's next token, given its history."""
+        if self.cache is None or self.cached == self.window:
+            # Out of positions: re-encode the most recent `keep` tokens as the new context.
+            context = self.history[:, max(0, self.length - self.keep) : self.length]
+            self.cache, self.cached = DynamicCache(), context.shape[1]
+        else:
+            context = self.history[:, self.length - 1 : self.length]
+            self.cached += 1
+        out = self.model(input_ids=context, past_key_values=self.cache, use_cache=True)
+        return out.logits[:, -1].float()
+
+    def push(self, tokens: torch.Tensor) -> None:
+        """Append one token (b,) to every stream."""
+        self.history[:, self.length] = tokens
+        self.length += 1
+
+
+# code(step, active, logits, freqs) codes the tokens of the active streams and returns all tokens (b,).
+CodeStep = Callable[[int, np.ndarray, torch.Tensor, np.ndarray], np.ndarray]
+
+
+def _run_streams(model: nn.Module, header: Header, start_id: int, code: CodeStep) -> None:
+    """Drive the model over every stream position, in the same order for the encoder and the decoder."""
+    length = -(-header.num_tokens // header.streams)
+    lengths = np.clip(header.num_tokens - np.arange(header.streams) * length, 0, length)
+    windows = ContextWindows(model, header.streams, length, header.window, header.stride, start_id)
+    with deterministic_cpu(header.threads):
+        for step in range(length):
+            logits = windows.next_logits()
+            tokens = code(step, lengths > step, logits, compute_frequencies(logits))
+            windows.push(torch.from_numpy(tokens))
+
+
+def default_streams(num_tokens: int, window: int) -> int:
+    """Parallel streams for a text: as many as keep MIN_STREAM_WINDOWS windows each, at most MAX_STREAMS."""
+    return int(np.clip(num_tokens // (MIN_STREAM_WINDOWS * window), 1, MAX_STREAMS))
+
+
+def compress_bytes(
+    data: bytes, model_dir: str | Path, streams: int = 0, stride: int = 0, threads: int = 0
+) -> tuple[bytes, CompressionReport]:
+    """Compress UTF-8 `data` with the model in `model_dir`; returns the file's bytes and a report.
+
+    streams/stride/threads of 0 mean: default_streams, half the model's positions, torch's threads.
+    """
+    import constriction
+
+    began = time.perf_counter()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"the input is not UTF-8 text (byte {err.start}); compress codes UTF-8 text"
+        ) from err
+    model, tokenizer = load_causal_lm(model_dir)
+    ids = encode_text(tokenizer, text)
+    fingerprint, model_bytes = model_fingerprint(model_dir)
+    window = max_positions(model)
+    stride = stride or max(1, window // 2)
+    if not 0 < stride < window:
+        raise ConfigError(
+            f"stride={stride} must be between 1 and {window - 1} (the model has {window} positions)"
+        )
+    header = Header(
+        fingerprint=fingerprint,
+        crc32=zlib.crc32(data),
+        num_bytes=len(data),
+        num_tokens=len(ids),
+        streams=max(1, min(streams or default_streams(len(ids), window), len(ids))),
+        window=window,
+        stride=stride,
+        threads=threads or torch.get_num_threads(),
+    )
+    start_id = tokenizer.eos_token_id
+    length = -(-len(ids) // header.streams)
+    grid = np.full(header.streams * length, start_id, dtype=np.int64)
+    grid[: len(ids)] = ids
+    grid = grid.reshape(header.streams, length)  # stream i: ids[i * length : (i + 1) * length]
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    nats = 0.0
+
+    def encode(step: int, active: np.ndarray, logits: torch.Tensor, freqs: np.ndarray) -> np.ndarray:
+        nonlocal nats
+        tokens = grid[:, step]
+        encoder.encode(tokens[active].astype(np.int32), family, freqs[active])
+        log_probs = torch.log_softmax(logits.double(), dim=-1)[torch.from_numpy(active)]
+        nats -= float(log_probs.gather(1, torch.from_numpy(tokens[active])[:, None]).sum())
+        return tokens
+
+    _run_streams(model, header, start_id, encode)
+    head = header.to_bytes()
+    blob = head + encoder.get_compressed().astype("<u4").tobytes()
+    report = CompressionReport(
+        original_bytes=len(data),
+        compressed_bytes=len(blob),
+        header_bytes=len(head),
+        num_tokens=len(ids),
+        cross_entropy_bits=nats / math.log(2),
+        model_bytes=model_bytes,
+        seconds=time.perf_counter() - began,
+    )
+    return blob, report
+
+
+def decompress_bytes(blob: bytes, model_dir: str | Path) -> bytes:
+    """The original bytes of a file written by compress_bytes with the same model."""
+    import constriction
+
+    header, offset = Header.read(blob)
+    fingerprint, _ = model_fingerprint(model_dir)
+    if fingerprint != header.fingerprint:
+        raise CompressedFileError(
+            f"it was compressed with a different model (fingerprint {header.fingerprint.hex()}, "
+            f"{model_dir} has {fingerprint.hex()}); give the --model it was compressed with"
+        )
+    model, tokenizer = load_causal_lm(model_dir)
+    words = np.frombuffer(blob[offset:], dtype="<u4").astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
+    start_id = tokenizer.eos_token_id
+    streams: list[list[int]] = [[] for _ in range(header.streams)]
+
+    def decode(step: int, active: np.ndarray, logits: torch.Tensor, freqs: np.ndarray) -> np.ndarray:
+        tokens = np.full(header.streams, start_id, dtype=np.int64)
+        tokens[active] = decoder.decode(family, freqs[active])
+        for i in np.flatnonzero(active):
+            streams[i].append(int(tokens[i]))
+        return tokens
+
+    try:
+        _run_streams(model, header, start_id, decode)
+    except AssertionError as err:  # constriction's signal for words no encoder could have written
+        raise CompressedFileError(f"cannot decode it ({err}); the file is damaged") from err
+    data = decode_tokens(tokenizer, [t for stream in streams for t in stream]).encode("utf-8")
+    if len(data) != header.num_bytes or zlib.crc32(data) != header.crc32:
+        raise CompressedFileError(
+            "decoding did not reproduce the original (length or CRC-32 differs): the model's computation "
+            "differs from the compressing machine's; decompress with the same torch build and CPU kind"
+        )
+    return data
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def format_report(report: CompressionReport, baselines: dict[str, float]) -> str:
+    """The comparison table: achieved and ideal bits per byte, classical compressors, model size."""
+    rows = [
+        ("model, range coded (achieved)", report.bits_per_byte),
+        ("model cross-entropy (ideal code length)", report.cross_entropy_bits_per_byte),
+        *((f"{name.removesuffix('_bits_per_byte')} (best level)", bpb) for name, bpb in baselines.items()),
+        (
+            "model, incl. the model files",
+            8 * (report.compressed_bytes + report.model_bytes) / max(report.original_bytes, 1),
+        ),
+    ]
+    lines = [f"{'':<42}{'bits/byte':>10}", *(f"{name:<42}{bpb:>10.4f}" for name, bpb in rows)]
+    lines += [
+        f"original {report.original_bytes:,} bytes, {report.num_tokens:,} tokens; compressed "
+        f"{report.compressed_bytes:,} bytes (header {report.header_bytes}); model files "
+        f"{report.model_bytes:,} bytes; {report.seconds:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def _parse_args(prog: str, argv: list[str], first: str, second: str, coding: bool) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a saved causal or prefix-LM run (output_dir)")
+    parser.add_argument(first, type=Path)
+    parser.add_argument(second, type=Path)
+    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    if coding:
+        parser.add_argument("--streams", type=int, default=0, help="parallel streams (0 = by length)")
+        parser.add_argument(
+            "--stride", type=int, default=0, help="context stride in tokens (0 = half the window)"
+        )
+    return parser.parse_args(argv)
+
+
+def _check_paths(source: Path, target: Path, force: bool) -> None:
+    if not source.is_file():
+        raise ConfigError(f"{source} is not a file; give the file to read first, then the file to write")
+    if target.exists() and not force:
+        raise ConfigError(f"{target} already exists; pass --force to overwrite it or choose another name")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file, so a failure never leaves a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def compress_main(argv: list[str]) -> int:
+    """`pretrain compress --model DIR IN OUT`: compress a UTF-8 text file and print the comparison."""
+    from pretrain.evaluation import compression_baselines
+
+    args = _parse_args("pretrain compress", argv, "input", "output", coding=True)
+    try:
+        _check_paths(args.input, args.output, args.force)
+        data = args.input.read_bytes()
+        blob, report = compress_bytes(data, args.model, streams=args.streams, stride=args.stride)
+        write_atomically(args.output, blob)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_report(report, compression_baselines(data)))
+    return 0
+
+
+def decompress_main(argv: list[str]) -> int:
+    """`pretrain decompress --model DIR COMPRESSED OUT`: restore the exact original bytes."""
+    args = _parse_args("pretrain decompress", argv, "compressed", "output", coding=False)
+    try:
+        _check_paths(args.compressed, args.output, args.force)
+        data = decompress_bytes(args.compressed.read_bytes(), args.model)
+        write_atomically(args.output, data)
+    except CompressedFileError as err:
+        print(f"error: {args.compressed} cannot be decompressed: {err}", file=sys.stderr)
+        return 1
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(data):,} bytes to {args.output}")
+    return 0
