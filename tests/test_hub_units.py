@@ -136,6 +136,8 @@ def test_card_of_a_checkpoint_folder_has_no_model_index(tmp_path):
     assert card.data.eval_results is None and "llama" in card.data.tags
     assert "Tokens seen: 123,456" in card.text and "Optimizer steps: 30" in card.text
     assert "## Loss curve" not in card.text  # no loss_curve.png in this folder
+    assert "resumable training checkpoint" in card.text and "from_pretrained(" not in card.text
+    assert "objective" not in card.text.split("## Resolved config")[0]  # unknown here: not claimed
 
 
 def test_sentence_transformers_folder_is_carded_as_such(tmp_path):

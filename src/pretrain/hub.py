@@ -204,9 +204,11 @@ def push_checkpoint(trainer: Trainer, checkpoint: Path) -> None:
         state_dict = acc.get_state_dict(trainer.model)  # a collective under ZeRO-3/FSDP
         if acc.is_main_process:
             staging = trainer.output_dir / f".hub-staging-{step}"
-            trainer.objective.save_model(acc.unwrap_model(trainer.model), staging, state_dict=state_dict)
-            _push_or_warn(tcfg, staging, "", f"Training in progress, step {step}")
-            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                trainer.objective.save_model(acc.unwrap_model(trainer.model), staging, state_dict=state_dict)
+                _push_or_warn(tcfg, staging, "", f"Training in progress, step {step}")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     elif acc.is_main_process:
         _push_or_warn(tcfg, checkpoint, checkpoint.name, f"Checkpoint at step {step}")
     acc.wait_for_everyone()
@@ -230,7 +232,8 @@ def _push_or_warn(tcfg: TrainConfig, folder: Path, path_in_repo: str, message: s
 # --- retries and messages ---------------------------------------------------------------------------
 def with_retries(call: Callable[[], T], what: str, retry: Retry) -> T:
     """Run `call`, retrying transient failures with exponential backoff; HubError when it gives up."""
-    for attempt in range(1, retry.attempts + 1):
+    attempt = 1
+    while True:
         try:
             return call()
         # huggingface_hub raises HTTP errors, httpx2 transport errors, OSError for local files,
@@ -246,7 +249,7 @@ def with_retries(call: Callable[[], T], what: str, retry: Retry) -> T:
                 file=sys.stderr,
             )
             time.sleep(wait)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def _causes(err: BaseException) -> list[BaseException]:

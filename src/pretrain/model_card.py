@@ -49,6 +49,7 @@ class RunInfo:
     tokens_seen: int | None = None
     steps: int | None = None
     architecture: str = ""
+    loadable: bool = False  # a from_pretrained model (not only a resumable training checkpoint)
     sentence_transformers: bool = False
     has_loss_curve: bool = False
 
@@ -87,6 +88,7 @@ def load_run_info(folder: Path) -> RunInfo:
         config=yaml.safe_load(config_path.read_text()) or {} if config_path.is_file() else {},
         results=_read_json(folder / "eval_results.json"),
         architecture=(_read_json(folder / "config.json").get("architectures") or [""])[0],
+        loadable=(folder / "config.json").is_file() or (folder / "modules.json").is_file(),
         sentence_transformers=(folder / "modules.json").is_file(),
         has_loss_curve=(folder / "loss_curve.png").is_file(),
     )
@@ -150,17 +152,17 @@ def build_body(info: RunInfo, repo_id: str) -> str:
     _, loader = info.pipeline
     params = info.results.get("num_parameters")
     size = f" with {params / 1e6:.2f}M non-embedding parameters" if params else ""
+    with_objective = f" with the **{info.objective}** objective" if info.results else ""
     lines = [
         MARKER,
         "",
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"A {model_cfg.get('family', '')} model{size} pretrained from scratch with the "
-        f"**{info.objective}** objective by `pretrain`.",
+        f"A {model_cfg.get('family', '')} model{size} pretrained from scratch{with_objective} by `pretrain`.",
         "",
         "## Training",
         "",
-        f"- Objective: `{info.objective}`",
+        *([f"- Objective: `{info.objective}`"] if info.results else []),
         f"- Data: {dataset_text}, in {data.get('seq_len', '?')}-token sequences",
         f"- Tokens seen: {info.tokens_seen:,}" if info.tokens_seen else "- Tokens seen: unknown",
         f"- Optimizer steps: {info.steps}" if info.steps else "- Optimizer steps: unknown",
@@ -176,26 +178,35 @@ def build_body(info: RunInfo, repo_id: str) -> str:
             lines += ["", f"Classical compressors on the same text, in bits per byte: {shown}."]
     if info.has_loss_curve:
         lines += ["", "## Loss curve", "", "![Training loss and learning rate](loss_curve.png)"]
-    lines += ["", "## Usage", "", "```python", *usage(loader, repo_id), "```"]
+    lines += ["", "## Usage", "", *usage(loader, repo_id, info.loadable)]
     if info.config:
         config_yaml = yaml.safe_dump(info.config, sort_keys=False).strip()
         lines += ["", "## Resolved config", "", "```yaml", config_yaml, "```"]
     return "\n".join(lines) + "\n"
 
 
-def usage(loader: str, repo_id: str) -> list[str]:
-    if loader == "SentenceTransformer":
+def usage(loader: str, repo_id: str, loadable: bool) -> list[str]:
+    """Markdown lines saying how to use what was pushed."""
+    if not loadable:
         return [
+            "A resumable training checkpoint (Accelerate state: model, optimizer, scheduler, RNG), not a",
+            "`from_pretrained` model. Download it and continue training with",
+            "`--train.resume_from_checkpoint=DIR`.",
+        ]
+    if loader == "SentenceTransformer":
+        code = [
             "from sentence_transformers import SentenceTransformer",
             "",
             f'model = SentenceTransformer("{repo_id}")',
         ]
-    return [
-        f"from transformers import AutoTokenizer, {loader}",
-        "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        f'model = {loader}.from_pretrained("{repo_id}")',
-    ]
+    else:
+        code = [
+            f"from transformers import AutoTokenizer, {loader}",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+            f'model = {loader}.from_pretrained("{repo_id}")',
+        ]
+    return ["```python", *code, "```"]
 
 
 def build_model_card(folder: Path, repo_id: str) -> str:
