@@ -34,8 +34,9 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +50,6 @@ FORMAT_VERSION = 1
 PRECISION_BITS = 24  # constriction's default Categorical precision: probabilities are k / 2**24
 MAX_STREAMS = 64
 MIN_STREAM_WINDOWS = 8  # a stream gets at least 8 context windows of tokens, so cold starts stay rare
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 class CompressedFileError(ValueError):
@@ -69,50 +69,23 @@ class Header:
     stride: int  # tokens coded between two re-encodings of the context
     threads: int  # torch CPU threads of the encoder; the decoder uses the same
 
+    # magic, format version, then the fields above, little-endian: 45 bytes.
+    LAYOUT: ClassVar[struct.Struct] = struct.Struct("<4sB8sIQQHIIH")
+
     def to_bytes(self) -> bytes:
-        fields = (self.num_bytes, self.num_tokens, self.streams, self.window, self.stride, self.threads)
-        return (
-            MAGIC
-            + bytes([FORMAT_VERSION])
-            + self.fingerprint
-            + struct.pack("<I", self.crc32)
-            + b"".join(map(_varint, fields))
-        )
+        return self.LAYOUT.pack(MAGIC, FORMAT_VERSION, *astuple(self))
 
     @classmethod
-    def read(cls, blob: bytes) -> tuple[Header, int]:
-        """The header at the start of `blob` and the offset where the coded words begin."""
+    def read(cls, blob: bytes) -> Header:
+        """The header at the start of `blob` (the coded words follow it)."""
         if blob[:4] != MAGIC:
             raise CompressedFileError("it is not a file written by `pretrain compress` (no PLMZ header)")
-        if blob[4] != FORMAT_VERSION:
-            raise CompressedFileError(f"it has format version {blob[4]}; this version reads {FORMAT_VERSION}")
-        fingerprint, (crc,) = blob[5:13], struct.unpack("<I", blob[13:17])
-        pos, fields = 17, []
-        for _ in range(6):
-            value, pos = _read_varint(blob, pos)
-            fields.append(value)
-        return cls(fingerprint, crc, *fields), pos
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(blob):
+        if len(blob) < cls.LAYOUT.size:
             raise CompressedFileError("its header is truncated")
-        byte = blob[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if byte < 0x80:
-            return value, pos
+        _, version, *fields = cls.LAYOUT.unpack_from(blob)
+        if version != FORMAT_VERSION:
+            raise CompressedFileError(f"it has format version {version}; this version reads {FORMAT_VERSION}")
+        return cls(*fields)
 
 
 @dataclass(frozen=True)
@@ -159,10 +132,9 @@ def load_causal_lm(model_dir: str | Path) -> tuple[nn.Module, PreTrainedTokenize
 
 
 def model_fingerprint(model_dir: str | Path) -> tuple[bytes, int]:
-    """(first 8 bytes of the sha256 over the model files, their total size in bytes)."""
-    digest, size = hashlib.sha256(), 0
-    for name in MODEL_FILES:
-        path = Path(model_dir) / name
+    """(first 8 bytes of the sha256 over config, weights and tokenizer files, their total size in bytes)."""
+    digest, size, root = hashlib.sha256(), 0, Path(model_dir)
+    for path in [root / "config.json", root / "tokenizer.json", *sorted(root.glob("*.safetensors"))]:
         if path.is_file():
             with path.open("rb") as f:
                 while chunk := f.read(1 << 20):
@@ -351,7 +323,7 @@ def decompress_bytes(blob: bytes, model_dir: str | Path) -> bytes:
     """The original bytes of a file written by compress_bytes with the same model."""
     import constriction
 
-    header, offset = Header.read(blob)
+    header = Header.read(blob)
     fingerprint, _ = model_fingerprint(model_dir)
     if fingerprint != header.fingerprint:
         raise CompressedFileError(
@@ -359,7 +331,10 @@ def decompress_bytes(blob: bytes, model_dir: str | Path) -> bytes:
             f"{model_dir} has {fingerprint.hex()}); give the --model it was compressed with"
         )
     model, tokenizer = load_causal_lm(model_dir)
-    words = np.frombuffer(blob[offset:], dtype="<u4").astype(np.uint32)
+    payload = blob[Header.LAYOUT.size :]
+    if len(payload) % 4:
+        raise CompressedFileError("it is truncated (its coded words are not whole 32-bit words)")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
     family = constriction.stream.model.Categorical(perfect=False)
     start_id = tokenizer.eos_token_id

@@ -5,6 +5,10 @@ classical compressors' bits per byte on the same text beside the model's. The ob
 `--objective NAME`, else the run's eval_results.json, else the architecture in config.json; data
 settings default to the run's own resolved_config.yaml, so `pretrain eval --model runs/x` re-measures
 exactly what training measured.
+
+Two more modes for causal and prefix-LM models: `--memorization [--prefix-tokens K]
+[--continuation-tokens M] [--samples N]` (pretrain.memorization) and `--multiple-choice FILE.jsonl`
+(pretrain.multiple_choice); they write memorization.json / multiple_choice.json in the model dir.
 """
 
 from __future__ import annotations
@@ -44,12 +48,25 @@ def detect_objective(model_dir: Path) -> str:
     return _ARCHITECTURE_OBJECTIVES.get(architectures[0], "causal")
 
 
+_VALUE_OPTIONS = (
+    "--model",
+    "--objective",
+    "--output",
+    "--multiple-choice",
+    "--prefix-tokens",
+    "--continuation-tokens",
+    "--samples",
+)
+
+
 def split_eval_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Pull this command's own options (--model, --objective, --output) out of argv."""
+    """Pull this command's own options (--model, --objective, --output, the modes) out of argv."""
     own, rest, it = {}, [], iter(argv)
     for arg in it:
         name, sep, value = arg.partition("=")
-        if name in ("--model", "--objective", "--output"):
+        if name == "--memorization":
+            own["memorization"] = "true"
+        elif name in _VALUE_OPTIONS:
             own[name[2:]] = value if sep else next(it, "")
         else:
             rest.append(arg)
@@ -75,6 +92,30 @@ def build_eval_config(objective_cls: type, model_dir: Path, rest: list[str]) -> 
     return build_config(make_run_config(objective_cls.Config), *layers)
 
 
+def run_probe(own: dict[str, str], model_dir: Path, objective: str, cfg: Any) -> tuple[dict[str, Any], str]:
+    """The --memorization or --multiple-choice results of a causal/prefix-LM model, and their file name."""
+    if objective not in ("causal", "prefix_lm"):
+        raise ConfigError(
+            f"--memorization/--multiple-choice need a causal or prefix-LM model; {model_dir} is {objective}"
+        )
+    if "multiple-choice" in own and "memorization" in own:
+        raise ConfigError("give --memorization or --multiple-choice FILE, not both (run pretrain eval twice)")
+    if "multiple-choice" in own:
+        from pretrain.multiple_choice import run_multiple_choice
+
+        return run_multiple_choice(model_dir, own["multiple-choice"], objective), "multiple_choice.json"
+    from pretrain.memorization import CONTINUATION_TOKENS, NUM_SAMPLES, PREFIX_TOKENS, run_memorization
+
+    def number(name: str, default: int) -> int:
+        value = own.get(name, str(default))
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+        return int(value)
+
+    sizes = (number("prefix-tokens", PREFIX_TOKENS), number("continuation-tokens", CONTINUATION_TOKENS))
+    return run_memorization(model_dir, cfg.data, *sizes, number("samples", NUM_SAMPLES)), "memorization.json"
+
+
 def run_eval(argv: list[str]) -> dict[str, Any]:
     from accelerate import Accelerator
 
@@ -89,6 +130,10 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
         raise ConfigError(f"--model {model_dir} is not a directory; give the output_dir of a finished run")
     objective_cls = get_objective(own.get("objective") or detect_objective(model_dir))
     cfg = build_eval_config(objective_cls, model_dir, rest)
+    if "memorization" in own or "multiple-choice" in own:
+        results, name = run_probe(own, model_dir, objective_cls.name, cfg)
+        Path(own.get("output") or model_dir / name).write_text(json.dumps(results, indent=2))
+        return results
     accelerator = Accelerator()
     tokenizer = load_tokenizer(str(model_dir))
     objective = objective_cls(cfg, tokenizer)
@@ -117,5 +162,8 @@ def main(argv: list[str]) -> int:
         return 1
     width = max(map(len, results))
     for key, value in results.items():
+        if isinstance(value, list):  # --memorization's examples, one per line
+            print(key, *(f"  {item!r:.120}" for item in value), sep="\n")
+            continue
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     return 0
