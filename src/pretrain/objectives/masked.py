@@ -162,8 +162,9 @@ class MaskedLM(Objective):
             return LossOutput(mlm.loss_sum, mlm.num_targets, stats)
         pair_logits = out.seq_relationship_logits.float()  # (b, 2)
         pair_loss = nn.functional.cross_entropy(pair_logits, batch["sentence_labels"], reduction="none")
-        # Each sequence's pair loss weighs as much as its masked tokens, so loss_sum / num_targets is
-        # BERT's mean MLM loss + mean pair loss, and stays a plain sum under accumulation.
+        # Each sequence's pair loss weighs as many masked tokens as it has, so loss_sum / num_targets is
+        # the mean MLM loss plus a (masked-token weighted) mean pair loss, BERT's sum of the two means,
+        # and it stays a plain sum under gradient accumulation.
         loss_sum = mlm.loss_sum + (selected.sum(1) * pair_loss).sum()
         with torch.no_grad():
             stats["sentence_loss_sum"] = pair_loss.sum()
