@@ -80,6 +80,13 @@ def test_signature_of_a_document_does_not_depend_on_its_batch():
     assert np.array_equal(together, alone)
 
 
+def test_long_batches_are_split_without_changing_signatures():
+    docs = _corpus(30)
+    cfg = NearDedupConfig()
+    # About three documents per group of 2,000 characters.
+    assert np.array_equal(minhash_signatures(docs, cfg, batch_chars=2000), minhash_signatures(docs, cfg))
+
+
 def test_signature_agreement_estimates_jaccard():
     rng = random.Random(1)
     base = _corpus(200, seed=2)

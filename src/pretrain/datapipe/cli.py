@@ -49,11 +49,11 @@ def split_args(argv: list[str]) -> tuple[list[str], str, list[str]]:
 
 def main(argv: list[str]) -> int:
     """Entry point of `pretrain data`; returns the process exit status."""
-    if not argv or argv[0] in ("-h", "--help") or argv[0] != "prepare" or "--help" in argv or "-h" in argv:
-        known = argv and argv[0] in ("prepare", "-h", "--help")
-        stream = sys.stdout if known else sys.stderr
-        print(USAGE + "  " + "\n  ".join(valid_keys(DataPipeConfig)), file=stream)
-        return 0 if known else 2
+    wants_help = any(arg in ("-h", "--help") for arg in argv)
+    if wants_help or not argv or argv[0] != "prepare":
+        keys = "\n  ".join(valid_keys(DataPipeConfig))
+        print(f"{USAGE}  {keys}", file=sys.stdout if wants_help else sys.stderr)
+        return 0 if wants_help else 2
     try:
         inputs, output, rest = split_args(argv[1:])
         cfg = parse_config(DataPipeConfig, rest)
