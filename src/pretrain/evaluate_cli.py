@@ -86,7 +86,12 @@ def build_eval_config(objective_cls: type, model_dir: Path, rest: list[str]) -> 
     layers = []
     resolved = model_dir / "resolved_config.yaml"
     if resolved.is_file():
-        layers.append({k: v for k, v in load_yaml(resolved).items() if not k.startswith("train.")})
+        # Keep the run's data/model/objective settings and the batch sizes its evaluation used (masks
+        # and spans are drawn per evaluation batch); drop output/resume/push settings of the run.
+        kept_train = ("train.micro_batch_size", "train.eval_batch_size", "train.seed")
+        layers.append(
+            {k: v for k, v in load_yaml(resolved).items() if not k.startswith("train.") or k in kept_train}
+        )
     layers.extend(load_yaml(p) for p in positional)
     layers.append(overrides)
     return build_config(make_run_config(objective_cls.Config), *layers)

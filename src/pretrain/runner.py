@@ -168,7 +168,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     results.update(
         objective=objective.name,
         world_size=accelerator.num_processes,
-        num_parameters=count_parameters(model),
+        num_parameters=count_parameters(model),  # non-embedding N (Kaplan et al. 2020), for scaling fits
+        total_parameters=sum(p.numel() for p in model.parameters()),
         tokens_seen=state.tokens_seen,
         steps=state.step,
     )
