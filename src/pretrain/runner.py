@@ -114,6 +114,8 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(
         model.config, "n_positions", None
     )
+    if limit and model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= model.config.pad_token_id + 1  # RoBERTa positions start after the padding index
     # XLNet has relative positions and reports max_position_embeddings = -1 (no limit).
     if limit and limit > 0 and block_len > limit:
         raise ConfigError(
