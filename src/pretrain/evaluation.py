@@ -57,8 +57,10 @@ def evaluate(
     keys = sorted(sums)
     local = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys]).to(accelerator.device)
     total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    metrics = objective.finalize_metrics({k: float(v) for k, v in zip(keys, total.tolist(), strict=True)})
+    metrics.update(objective.whole_set_metrics(model, accelerator))
     model.train(was_training)
-    return objective.finalize_metrics({k: float(v) for k, v in zip(keys, total.tolist(), strict=True)})
+    return metrics
 
 
 def compression_baselines(data: bytes) -> dict[str, float]:

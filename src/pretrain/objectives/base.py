@@ -104,6 +104,11 @@ class Objective:
             metrics["accuracy"] = sums["correct"] / max(sums["num_targets"], 1.0)
         return metrics
 
+    def whole_set_metrics(self, model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
+        """Metrics that need every prediction at once (a rank correlation), so cannot be summed per
+        batch; `evaluate` adds them after the summed ones. Every process must return the same. None here."""
+        return {}
+
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, token_bytes: torch.Tensor) -> LossOutput:
     """Summed cross-entropy over positions whose label is not -100, with bytes and correct counts.
