@@ -9,6 +9,7 @@ from pretrain.objectives.base import Objective
 
 OBJECTIVES: dict[str, str] = {
     "causal": "pretrain.objectives.causal:CausalLM",
+    "contrastive": "pretrain.objectives.contrastive:Contrastive",
     "t5": "pretrain.objectives.t5:SpanCorruption",
     "prefix_lm": "pretrain.objectives.prefix_lm:PrefixLM",
     "permutation": "pretrain.objectives.permutation:PermutationLM",
