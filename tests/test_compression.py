@@ -89,6 +89,18 @@ def test_cross_entropy_matches_a_hand_computation(model_dir):
     assert math.isclose(report.cross_entropy_bits, nats / math.log(2), rel_tol=1e-5)
 
 
+def test_decoder_uses_the_encoders_thread_count_and_restores_its_own(model_dir):
+    data = "Threads: the decoder repeats the encoder's computation with its thread count.".encode()
+    before = torch.get_num_threads()
+    blob, _ = compress_bytes(data, model_dir, threads=2)
+    torch.set_num_threads(1)
+    try:
+        assert decompress_bytes(blob, model_dir) == data
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_frequencies_are_exact_integers_with_a_floor_of_one():
     logits = torch.randn(5, 2048, generator=torch.Generator().manual_seed(0)) * 8
     logits[0, 3] = 80.0  # one token takes almost all of the mass
