@@ -90,7 +90,7 @@ def test_cross_entropy_matches_a_hand_computation(model_dir):
 
 
 def test_decoder_uses_the_encoders_thread_count_and_restores_its_own(model_dir):
-    data = "Threads: the decoder repeats the encoder's computation with its thread count.".encode()
+    data = b"Threads: the decoder repeats the encoder's computation with its thread count."
     before = torch.get_num_threads()
     blob, _ = compress_bytes(data, model_dir, threads=2)
     torch.set_num_threads(1)
