@@ -178,7 +178,9 @@ def test_sts_files_and_spearman(tmp_path, suffix):
     path = tmp_path / f"sts{suffix}"
     if suffix == ".jsonl":
         path.write_text(
-            "\n".join(json.dumps(dict(zip(("sentence1", "sentence2", "score"), r))) for r in rows)
+            "\n".join(
+                json.dumps(dict(zip(("sentence1", "sentence2", "score"), r, strict=True))) for r in rows
+            )
         )
     else:
         sep = "\t" if suffix == ".tsv" else ","
