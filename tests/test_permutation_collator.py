@@ -150,6 +150,12 @@ def test_odd_sequence_length_is_refused_with_the_fix():
         PermutationLM(cfg, tokenizer=None)
 
 
+def test_document_mask_is_refused():
+    cfg = build_config(make_run_config(PermutationConfig), {"data.document_mask": True})
+    with pytest.raises(ConfigError, match="document_mask"):
+        PermutationLM(cfg, tokenizer=None)
+
+
 def test_config_rejects_a_rate_without_room_for_context():
     with pytest.raises(ConfigError, match="plm_probability"):
         PermutationConfig(plm_probability=0.7)

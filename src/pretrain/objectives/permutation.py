@@ -58,6 +58,13 @@ class PermutationLM(Objective):
                 f"of a block (XLNet reuse_len = seq_len / 2); use an even length, e.g. "
                 f"--data.seq_len={cfg.data.seq_len + 1}"
             )
+        if cfg.data.document_mask:
+            # A short document made only of targets would leave a target nothing to attend to, and
+            # XLNet's -1e30 masking then spreads its attention over every token, its own included.
+            raise ConfigError(
+                "data.document_mask is not supported by the permutation objective (XLNet attends across the "
+                "packed block, as in its pretraining); drop --data.document_mask"
+            )
         super().__init__(cfg, tokenizer)
         self.collator = PermutationCollator.from_tokenizer(
             tokenizer,
