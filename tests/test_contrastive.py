@@ -200,3 +200,20 @@ def test_build_dataset_tokenizes_paragraph_views(tokenizer):
     assert len(data) == len(TEXTS)
     decoded = {tokenizer.decode(data[i]["text"]) for i in range(len(data))}
     assert decoded == set(TEXTS)
+
+
+def test_auxiliary_mlm_loss_adds_to_the_training_loss(tokenizer):
+    examples = items(tokenizer, TEXTS)
+    losses = {}
+    for weight in (0.0, 0.5):
+        objective = make_objective(tokenizer, f"--objective.mlm_weight={weight}")
+        set_seed(0)
+        model = objective.build_model().train()
+        batch = objective.collate(examples, torch.Generator().manual_seed(0))
+        torch.manual_seed(0)  # the same dropout masks for both weights
+        out = objective.compute_loss(model, batch)
+        out.loss_sum.backward()
+        losses[weight] = out.loss_sum.item()
+        assert out.num_targets.item() == len(TEXTS)
+    # with weight 0.5: 6 anchors x 0.5 x the mean token loss over a random-init vocabulary of ~512 tokens
+    assert losses[0.5] - losses[0.0] == pytest.approx(len(TEXTS) * 0.5 * math.log(len(tokenizer)), rel=0.25)

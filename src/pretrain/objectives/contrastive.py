@@ -252,19 +252,8 @@ class Contrastive(Objective):
 
     def _pad(self, views: dict[str, list[torch.Tensor]]) -> Batch:
         """<cls> ids <sep> (truncated to data.seq_len) of every view, right-padded to one common length."""
-        rows = {
-            v: [
-                torch.cat(
-                    [
-                        torch.tensor([self.cls_id]),
-                        ids[: self.block_len() - 2].long(),
-                        torch.tensor([self.sep_id]),
-                    ]
-                )
-                for ids in seqs
-            ]
-            for v, seqs in views.items()
-        }
+        cls, sep, limit = torch.tensor([self.cls_id]), torch.tensor([self.sep_id]), self.block_len() - 2
+        rows = {v: [torch.cat([cls, ids[:limit].long(), sep]) for ids in seqs] for v, seqs in views.items()}
         length = max(len(r) for seqs in rows.values() for r in seqs)
         batch = {}
         for v, seqs in rows.items():
