@@ -40,6 +40,7 @@ def test_unsupervised_recipe_30_steps_and_sentence_transformers_folder(tmp_path,
     out = tmp_path / "run"
     results = run_recipe("contrastive", out, "--train.max_steps=30", "--train.micro_batch_size=32")
     curve = losses(out)
+    print(f"\nunsupervised loss: {curve[0]:.4f} -> {curve[-1]:.4f}")
     assert curve[-1] < curve[0] / 10  # InfoNCE over 32 in-batch candidates, two dropout views
     saved = json.loads((out / "eval_results.json").read_text())
     assert all(k in saved for k in METRICS)
@@ -107,6 +108,7 @@ def test_supervised_triples_beat_the_untrained_encoder_and_report_spearman(tmp_p
         "--train.micro_batch_size=32",
     )
     curve = losses(out)
+    print(f"\nsupervised loss: {curve[0]:.4f} -> {curve[-1]:.4f}")
     assert curve[-1] < curve[0] - 0.5
     before = untrained_metrics(out)
     for key in ("recall@1", "recall@10", "mrr", "sts_spearman"):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
 import torch
@@ -35,6 +35,7 @@ from transformers import (
     DataCollatorForLanguageModeling,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from pretrain.config import ConfigError
@@ -131,12 +132,12 @@ class Contrastive(Objective):
     post_processor = "roberta"  # <s> A </s>: the first token is the cls vector
     language_model = False
 
-    def __init__(self, cfg, tokenizer) -> None:
+    def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(cfg, tokenizer)
         self.ocfg: ContrastiveConfig = cfg.objective
         if self.ocfg.mode == "unsupervised" and cfg.model.dropout <= 0:
             raise ConfigError(
-                "unsupervised SimCSE's only augmentation is dropout; set model.dropout > 0 (Gao et al. 2021 use 0.1)"
+                "unsupervised SimCSE's only augmentation is dropout; set model.dropout > 0 (Gao et al. 2021, sec. 3: 0.1)"
             )
         if self.ocfg.mode == "supervised" and not cfg.data.train_file.endswith((".jsonl", ".json")):
             raise ConfigError(
