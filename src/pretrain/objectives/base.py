@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from pretrain.config import ConfigError
 from pretrain.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
 from pretrain.settings import NoObjectiveConfig
 from pretrain.tokenizer import compute_token_bytes
@@ -59,6 +60,18 @@ class Objective:
 
     # --- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        """Pretrained weights when `model.model_name_or_path` is set, else a fresh model from config."""
+        mcfg = self.cfg.model
+        if mcfg.model_name_or_path:
+            return self.load_model(mcfg.model_name_or_path)
+        if mcfg.family not in self.families:
+            raise ConfigError(
+                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
+            )
+        return self.new_model()
+
+    def new_model(self) -> nn.Module:
+        """A randomly initialised model of `model.family` / `model.preset` for this objective."""
         raise NotImplementedError
 
     def load_model(self, path: str | Path) -> nn.Module:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from pretrain.config import ConfigError
 from pretrain.models import build_decoder_config
 from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
 from pretrain.packing import block_attention_mask, document_positions
@@ -27,14 +26,8 @@ class CausalLM(Objective):
     name = "causal"
     families = ("gpt2", "llama")
 
-    def build_model(self) -> nn.Module:
+    def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
-        if mcfg.model_name_or_path:
-            return self.load_model(mcfg.model_name_or_path)
-        if mcfg.family not in self.families:
-            raise ConfigError(
-                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
-            )
         max_positions = mcfg.max_position_embeddings or self.cfg.data.seq_len
         config = build_decoder_config(mcfg, len(self.tokenizer), max_positions, special_ids(self.tokenizer))
         return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")

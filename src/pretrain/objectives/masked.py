@@ -87,14 +87,8 @@ class MaskedLM(Objective):
         )
 
     # --- model -----------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
-        if mcfg.model_name_or_path:
-            return self.load_model(mcfg.model_name_or_path)
-        if mcfg.family not in self.families:
-            raise ConfigError(
-                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
-            )
         if self.task != "none" and mcfg.family != "bert":
             raise ConfigError(
                 f"objective.sentence_task={self.task} uses BertForPreTraining's heads; set model.family=bert"

@@ -72,14 +72,8 @@ class PermutationLM(Objective):
             max_span_length=cfg.objective.max_span_length,
         )
 
-    def build_model(self) -> nn.Module:
+    def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
-        if mcfg.model_name_or_path:
-            return self.load_model(mcfg.model_name_or_path)
-        if mcfg.family not in self.families:
-            raise ConfigError(
-                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
-            )
         shape = resolve_shape(mcfg)
         ids = special_ids(self.tokenizer)
         config = XLNetConfig(

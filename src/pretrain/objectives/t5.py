@@ -94,14 +94,8 @@ class SpanCorruption(Objective):
         return sentinel_tokens(cfg.objective.num_sentinels)
 
     # --- model -----------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
-        if mcfg.model_name_or_path:
-            return self.load_model(mcfg.model_name_or_path)
-        if mcfg.family not in self.families:
-            raise ConfigError(
-                f"model.family={mcfg.family!r} cannot train objective {self.name}; use one of {self.families}"
-            )
         shape = resolve_shape(mcfg)
         ids = special_ids(self.tokenizer)
         config = T5Config(
