@@ -37,8 +37,12 @@ GRID_ALPHA = GRID_BETA = np.arange(0.0, 2.01, 0.5)
 GRID_E = np.arange(-1.0, 1.01, 0.5)
 GRID_AB = np.arange(0.0, 25.01, 5.0)
 NUM_STARTS = 16  # L-BFGS runs from the best grid points
+BOOTSTRAP_GRID_STARTS = 3  # grid starts per bootstrap refit, besides the full fit
 # Tight tolerances: stopping early underfits (Besiroglu et al. 2024 on Hoffmann et al.'s fit).
 LBFGS_OPTIONS = {"ftol": 1e-14, "gtol": 1e-10, "maxiter": 1000}
+# Bounds on (a, b, e, alpha, beta) that keep exp(a), exp(b), exp(e) finite and exponents >= 0 (a
+# negative exponent would make loss grow with scale); real fits sit far inside them.
+BOUNDS = [(-50.0, 200.0), (-50.0, 200.0), (-200.0, 10.0), (0.0, 4.0), (0.0, 4.0)]
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ def fit_scaling_law(
                 args=(log_n, log_d, log_loss),
                 jac=True,
                 method="L-BFGS-B",
+                bounds=BOUNDS,
                 options=LBFGS_OPTIONS,
             )
             for x0 in starts
@@ -146,15 +151,16 @@ def bootstrap_intervals(
 ) -> dict[str, tuple[float, float]]:
     """Percentile intervals of each constant over refits to runs resampled with replacement.
 
-    Each refit starts from `law`, the fit to all runs, and converges in a few dozen L-BFGS steps.
+    Each refit starts from `law`, the fit to all runs, and from the best grid points for all runs,
+    so that a constant the full fit drove to a degenerate value (say E -> 0) can still move.
     """
     data = np.array([[p.params, p.tokens, p.loss] for p in points])
+    starts = np.vstack([_theta(law), _grid_starts(*np.log(data.T), BOOTSTRAP_GRID_STARTS)])
     rng = np.random.default_rng(seed)
-    start = _theta(law)[None]
-    fits = [
-        asdict(fit_scaling_law(*data[rng.integers(0, len(data), len(data))].T, starts=start))
-        for _ in range(samples)
-    ]
+    fits = []
+    for _ in range(samples):
+        sample = data[rng.integers(0, len(data), len(data))]
+        fits.append(asdict(fit_scaling_law(*sample.T, starts=starts)))
     tail = 100 * (1 - level) / 2
     return {
         k: tuple(float(q) for q in np.percentile([f[k] for f in fits], [tail, 100 - tail])) for k in fits[0]
@@ -257,5 +263,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(record))
     else:
         print(format_fit(law, intervals, points))
-        print(f"\nplot: {args.output}" + (f" ({skipped} unfinished run dirs skipped)" if skipped else ""))
+        print(
+            f"\nplot: {args.output}"
+            + (f" ({skipped} paths without eval_results.json skipped)" if skipped else "")
+        )
     return 0

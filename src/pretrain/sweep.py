@@ -28,7 +28,7 @@ class SweepSection:
     """Recipe config shared by every grid point (data, vocabulary, batch, schedule)."""
     output_root: str = "runs/scaling"
     """Each grid point trains into OUTPUT_ROOT/NAME."""
-    sizes: tuple[str, ...] = ("64x2x2", "128x2x4", "192x3x3", "256x4x4")
+    sizes: tuple[str, ...] = ("32x2x2", "64x2x2", "128x2x4", "192x3x3", "256x4x4")
     """Model shapes as HIDDENxLAYERSxHEADS."""
     token_budgets: tuple[int, ...] = (200_000, 400_000, 800_000)
     """Training tokens D per run (train.max_tokens)."""
