@@ -1,15 +1,16 @@
 """`make bench`: every benchmarks/bench_*.py in turn (or the ones named), each side by side with its peer.
 
 Usage: python benchmarks/run_all.py [NAME ...]   e.g. `make bench ARGS="trainer masking"`
-Each module exposes main(argv) -> int; a failing benchmark is reported and the others still run.
+Each benchmark runs in its own Python process, so one cannot leave torch state (threads,
+deterministic mode, allocator caches) that skews the next; a failing one is reported and the others
+still run.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,15 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         print(f"\n=== {name} ===", flush=True)
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-        module = importlib.util.module_from_spec(spec)
         start = time.perf_counter()
-        try:
-            spec.loader.exec_module(module)
-            code = module.main([])
-        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
-            traceback.print_exc()
-            code = 1
+        code = subprocess.run([sys.executable, str(path)], check=False).returncode
         print(
             f"=== {name}: {'ok' if code == 0 else 'FAILED'} in {time.perf_counter() - start:.0f} s ===",
             flush=True,

@@ -123,15 +123,21 @@ class Objective:
         return {}
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor, token_bytes: torch.Tensor) -> LossOutput:
+def token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, token_bytes: torch.Tensor, with_stats: bool = True
+) -> LossOutput:
     """Summed cross-entropy over positions whose label is not -100, with bytes and correct counts.
 
-    logits (b, t, v) and labels (b, t) are already aligned (no shift here).
+    logits (b, t, v) and labels (b, t) are already aligned (no shift here). The evaluation
+    statistics (argmax over the vocabulary, byte lookups) cost a full pass over the logits, so
+    training steps, which never read them, pass with_stats=False.
     """
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
     flat_labels = labels.reshape(-1)
     loss_sum = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
     valid = flat_labels != -100
+    if not with_stats:
+        return LossOutput(loss_sum=loss_sum, num_targets=valid.sum())
     with torch.no_grad():
         correct = (flat_logits.argmax(-1) == flat_labels) & valid
         target_ids = flat_labels[valid]

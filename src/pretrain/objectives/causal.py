@@ -48,8 +48,10 @@ class CausalLM(Objective):
     def compute_loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits  # (b, t, v)
-        # Position i predicts token i + 1: drop the last logit and the first label.
-        return token_loss(logits[:, :-1], batch["labels"][:, 1:], self.token_bytes)
+        # Position i predicts token i + 1. Shifting the labels (pad one -100 at the end) instead of
+        # slicing the logits avoids copying the (b, t, v) logits to make them contiguous.
+        labels = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+        return token_loss(logits, labels, self.token_bytes, with_stats=not model.training)
 
 
 def document_mask_inputs(input_ids: torch.Tensor, eos_id: int, causal: bool) -> dict[str, Any]:
