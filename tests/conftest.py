@@ -92,3 +92,26 @@ def parameters(trainer) -> dict:
     """A detached copy of the trainer's model parameters."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+CONTRACT_FILES = (
+    "resolved_config.yaml",
+    "metrics.jsonl",
+    "eval_results.json",
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "loss_curve.png",
+)
+
+
+def check_run_contract(output_dir: Path) -> list[dict]:
+    """Assert a finished run wrote every file of the public contract; return its metrics records."""
+    import json
+
+    for name in CONTRACT_FILES:
+        assert (output_dir / name).is_file(), name
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    for key in ("step", "loss", "learning_rate", "grad_norm", "tokens_per_second"):
+        assert all(key in r for r in records), key
+    return records

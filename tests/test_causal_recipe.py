@@ -6,7 +6,7 @@ import json
 
 import torch
 import yaml
-from conftest import run_recipe
+from conftest import check_run_contract, run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 
@@ -15,19 +15,7 @@ def test_causal_recipe_contract_and_falling_loss(tmp_path, cache_dir):
     results = run_recipe(
         "causal", out, "--train.max_steps=40", "--train.eval_steps=20", "--train.logging_steps=1"
     )
-    for name in (
-        "resolved_config.yaml",
-        "metrics.jsonl",
-        "eval_results.json",
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "loss_curve.png",
-    ):
-        assert (out / name).is_file(), name
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for key in ("step", "loss", "learning_rate", "grad_norm", "tokens_per_second"):
-        assert all(key in r for r in records), key
+    records = check_run_contract(out)
     assert records[-1]["step"] == 40
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
     saved = json.loads((out / "eval_results.json").read_text())

@@ -8,7 +8,7 @@ import math
 import torch
 import yaml
 from accelerate import Accelerator
-from conftest import run_recipe
+from conftest import check_run_contract, run_recipe
 from transformers import AutoTokenizer, XLNetLMHeadModel
 
 from pretrain.config import build_config, load_yaml
@@ -23,17 +23,8 @@ def test_permutation_recipe_contract_falling_loss_and_stock_reload(tmp_path, cac
     results = run_recipe(
         "permutation", out, "--train.max_steps=30", "--train.eval_steps=15", "--train.logging_steps=1"
     )
-    for name in (
-        "resolved_config.yaml",
-        "metrics.jsonl",
-        "eval_results.json",
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "loss_curve.png",
-    ):
-        assert (out / name).is_file(), name
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = check_run_contract(out)
+    losses = [r["loss"] for r in records]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
     saved = json.loads((out / "eval_results.json").read_text())

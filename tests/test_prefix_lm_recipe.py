@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import run_recipe
+from conftest import check_run_contract, run_recipe
 from transformers import AutoModelForCausalLM
 
 
 def test_prefix_lm_recipe_trains_and_loads_in_stock_causal_lm(tmp_path, cache_dir):
     out = tmp_path / "run"
     results = run_recipe("prefix_lm", out, "--train.max_steps=30", "--train.logging_steps=1")
-    for name in (
-        "resolved_config.yaml",
-        "metrics.jsonl",
-        "eval_results.json",
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "loss_curve.png",
-    ):
-        assert (out / name).is_file(), name
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = check_run_contract(out)
     assert records[-1]["step"] == 30
     assert records[-1]["loss"] < records[0]["loss"] - 0.8
     assert results["perplexity"] > 1 and 0 < results["bits_per_byte"] < 8

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import run_recipe
+from conftest import check_run_contract, run_recipe
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from pretrain.config import ConfigError
@@ -19,17 +17,7 @@ from pretrain.settings import DataConfig
 def test_t5_recipe_trains_and_generates_sentinel_spans(tmp_path, cache_dir):
     out = tmp_path / "run"
     results = run_recipe("t5", out, "--train.max_steps=30", "--train.logging_steps=1")
-    for name in (
-        "resolved_config.yaml",
-        "metrics.jsonl",
-        "eval_results.json",
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "loss_curve.png",
-    ):
-        assert (out / name).is_file(), name
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = check_run_contract(out)
     assert records[-1]["step"] == 30
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
     assert set(results) >= {"eval_loss", "perplexity", "token_accuracy"} and "bits_per_byte" not in results
