@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from conftest import run_recipe
@@ -99,6 +100,19 @@ def test_decoder_uses_the_encoders_thread_count_and_restores_its_own(model_dir):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_special_token_strings_are_tokenized_as_in_training(model_dir):
+    """wikitext's literal "<unk>" must be the <unk> token the model trained on, not five characters."""
+    from pretrain.packing import tokenize_dataset
+
+    _, tokenizer = load_causal_lm(model_dir)
+    text = "The <unk> river , near <unk> @-@ town </s> ends"
+    ids = encode_text(tokenizer, text)
+    assert ids.count(tokenizer.unk_token_id) == 2
+    trained = tokenize_dataset(datasets.Dataset.from_dict({"text": [text]}), tokenizer, append_eos=False)
+    assert ids == trained[0]["input_ids"]
+    assert decompress_bytes(compress_bytes(text.encode(), model_dir)[0], model_dir) == text.encode()
 
 
 def test_frequencies_are_exact_integers_with_a_floor_of_one():
