@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "runs" / "wikitext"
-DEFAULT_TEXT = Path("/work/shared/data/wikitext-2/test.txt")
+DEFAULT_TEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "test.txt"
 
 
 def read_prefix(path: Path, prefix_bytes: int) -> bytes:
