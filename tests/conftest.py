@@ -65,9 +65,8 @@ def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None =
     from accelerate.utils import set_seed
 
     from pretrain.config import parse_config, to_dict
-    from pretrain.data import load_raw_datasets
     from pretrain.objectives.causal import CausalLM
-    from pretrain.runner import build_tokenizer_for
+    from pretrain.runner import build_components
     from pretrain.settings import make_run_config
     from pretrain.trainer import Trainer
 
@@ -79,12 +78,7 @@ def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None =
     accelerator = (accelerator_cls or Accelerator)()
     set_seed(cfg.train.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_raw, valid_raw = load_raw_datasets(cfg.data)
-    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
-    objective = objective_cls(cfg, tokenizer)
-    train_data = objective.build_dataset(train_raw, accelerator)
-    eval_data = objective.build_dataset(valid_raw, accelerator)
-    model = objective.build_model()
+    objective, model, train_data, eval_data, _ = build_components(objective_cls, cfg, accelerator)
     return Trainer(cfg, objective, model, train_data, eval_data, accelerator, str(to_dict(cfg)), 1.0)
 
 

@@ -123,6 +123,19 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
         )
 
 
+def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
+    """(objective, model, train_data, eval_data, valid_raw) of a run: data, tokenizer, objective and
+    model built one way for training, benchmarks and tests."""
+    train_raw, valid_raw = load_raw_datasets(cfg.data)
+    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    objective = objective_cls(cfg, tokenizer)
+    train_data = objective.build_dataset(train_raw, accelerator)
+    eval_data = objective.build_dataset(valid_raw, accelerator)
+    model = objective.build_model()
+    check_model_fits(model, objective.tokenizer, objective.block_len())
+    return objective, model, train_data, eval_data, valid_raw
+
+
 def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     """Run one training job end to end; returns the final evaluation metrics."""
     accelerator = build_accelerator(cfg)
@@ -136,13 +149,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         (out / "resolved_config.yaml").write_text(config_yaml)
     if not accelerator.is_local_main_process:
         datasets.disable_progress_bars()
-    train_raw, valid_raw = load_raw_datasets(cfg.data)
-    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
-    objective = objective_cls(cfg, tokenizer)
-    train_data = objective.build_dataset(train_raw, accelerator)
-    eval_data = objective.build_dataset(valid_raw, accelerator)
-    model = objective.build_model()
-    check_model_fits(model, tokenizer, objective.block_len())
+    objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
     accelerator.print(
         f"objective={objective.name} world_size={accelerator.num_processes} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
         f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
