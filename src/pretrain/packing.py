@@ -1,8 +1,9 @@
 """Tokenization and packing: documents -> one token stream with EOS between documents -> fixed blocks.
 
-Tokenization runs through `datasets.map` (batched, cached, multi-process when asked) calling the
-Rust tokenizer's `encode_batch` directly: it skips the attention masks and Python lists that
-run_clm's `tokenizer(texts)` builds and `group_texts` then concatenates with `sum(list, [])`.
+Tokenization runs through `datasets.map` (batched, cached, multi-process when asked) calling a batch
+encoder directly (`fast_encode`: tiktoken where it gives the tokenizer's exact ids, else the Rust
+tokenizer's `encode_batch_fast`): it skips the attention masks and Python lists that run_clm's
+`tokenizer(texts)` builds and `group_texts` then concatenates with `sum(list, [])`.
 Packing never goes through Python lists at all: the tokenized Arrow column's flat values buffer
 *is* the concatenated stream (zero-copy, memory-mapped from the cache), and blocks are a reshape of
 it. So no token is dropped except the final partial block, and packing costs O(1) memory.
@@ -19,19 +20,18 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pretrain.data import DataError
+from pretrain.fast_encode import batch_encoder
 
 
 def tokenize_dataset(
     ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, num_proc: int = 1, append_eos: bool = True
 ) -> datasets.Dataset:
     """Add an `input_ids` column (documents tokenized without special tokens, EOS appended)."""
-    backend = tokenizer.backend_tokenizer
-    eos = tokenizer.eos_token_id
+    encode_texts = batch_encoder(tokenizer)
+    suffix = [tokenizer.eos_token_id] if append_eos else []
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:
-        encodings = backend.encode_batch_fast(batch["text"], add_special_tokens=False)
-        suffix = [eos] if append_eos else []
-        return {"input_ids": [np.asarray(e.ids + suffix, dtype=np.int32) for e in encodings]}
+        return {"input_ids": [_with_suffix(ids, suffix) for ids in encode_texts(batch["text"])]}
 
     return ds.map(
         encode,
@@ -42,6 +42,13 @@ def tokenize_dataset(
         features=datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))}),
         desc="tokenize",
     )
+
+
+def _with_suffix(ids: np.ndarray, suffix: list[int]) -> np.ndarray:
+    out = np.empty(len(ids) + len(suffix), dtype=np.int32)
+    out[: len(ids)] = ids
+    out[len(ids) :] = suffix
+    return out
 
 
 def token_stream(tokenized: datasets.Dataset) -> np.ndarray:

@@ -1,0 +1,125 @@
+"""Batch encoding for tokenize + pack: tiktoken where it gives the tokenizer's exact ids, else `tokenizers`.
+
+Tokenizing spent ~80 % of tokenize + pack in the Rust `tokenizers` BPE; tiktoken runs BPE over the
+same vocabulary several times faster (wikitext-2 valid, 8k BPE: ~2.1M vs ~0.30M tokens/s on 2
+cores). The two give the same ids only when tiktoken's rule, "merge the adjacent pair whose merged
+token has the lowest id", picks the pairs the merge list would, and when its pieces are split the
+same way. `batch_encoder` checks what that needs and returns None otherwise:
+
+- no normalizer, and a ByteLevel pre-tokenizer with GPT-2's regex and no prefix space;
+- a plain BPE model (no dropout, no subword prefix/suffix, no byte fallback) holding all 256 bytes;
+- merged-token ids increasing with the merge index, each token made by exactly one merge, and every
+  token being what BPE makes of its own bytes (tiktoken emits a piece that is a token whole);
+- added tokens without lstrip/rstrip/single_word/normalized, none a prefix of another (both libraries
+  split added tokens out of the text first, but pick among prefixes differently).
+
+Our trained tokenizers pass; others may or may not, and keep `tokenizers`. Tests compare the ids of
+both paths on varied text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import tiktoken
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerBase
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+logger = logging.getLogger(__name__)
+
+# ByteLevel vocabularies spell byte b as the character bytes_to_unicode()[b]; chr(b) encodes back as latin-1.
+_BYTE_LEVEL_TO_LATIN1 = str.maketrans({char: chr(byte) for byte, char in bytes_to_unicode().items()})
+# tokenizers' ByteLevel pre-tokenizer regex (use_regex=True), the one GPT-2 introduced.
+GPT2_SPLIT_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+
+def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[np.ndarray]]:
+    """A function from texts to their ids (no special tokens added), through tiktoken where exact."""
+    backend = tokenizer.backend_tokenizer
+    tokenizer_json = backend.to_str()
+    spec = json.loads(tokenizer_json)
+    reason = _unsupported_pipeline(spec) or _unsupported_vocabulary(spec, backend)
+    if reason:
+        logger.debug("tokenizing with tokenizers, not tiktoken: %s", reason)
+        return partial(_encode_with_tokenizers, backend)
+    return TiktokenBatchEncoder(tokenizer_json)
+
+
+class TiktokenBatchEncoder:
+    """Texts -> ids of a byte-level BPE that passed the checks above, computed by tiktoken.
+
+    It pickles as the tokenizer's JSON, rebuilt on load: `datasets.map` hashes the function for its
+    cache fingerprint and sends it to worker processes, and pickling tiktoken's own rank dict (sorted,
+    in Python) takes ~50 ms for an 8k vocabulary, a third of the time encoding wikitext-2 valid takes.
+    """
+
+    def __init__(self, tokenizer_json: str) -> None:
+        self.tokenizer_json = tokenizer_json
+        spec = json.loads(tokenizer_json)
+        added = {t["content"]: t["id"] for t in spec["added_tokens"]}
+        ranks = {
+            token.translate(_BYTE_LEVEL_TO_LATIN1).encode("latin-1"): i
+            for token, i in spec["model"]["vocab"].items()
+            if token not in added
+        }
+        self.encoding = tiktoken.Encoding(
+            "pretrain-byte-level-bpe", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=added
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (TiktokenBatchEncoder, (self.tokenizer_json,))
+
+    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+        # Added tokens in the text ("<unk>" in wikitext) become their ids, as `tokenizers` does.
+        encode = partial(self.encoding.encode_to_numpy, allowed_special="all", disallowed_special=())
+        return [encode(text) for text in texts]
+
+
+def _unsupported_pipeline(spec: dict) -> str | None:
+    """Why the tokenizer's normalizer, pre-tokenizer, model type or added tokens rule tiktoken out."""
+    pre = spec["pre_tokenizer"] or {}
+    model = spec["model"]
+    if spec["normalizer"] is not None:
+        return f"normalizer {spec['normalizer']['type']}"
+    if (pre.get("type"), pre.get("add_prefix_space"), pre.get("use_regex")) != ("ByteLevel", False, True):
+        return f"pre-tokenizer {pre}"
+    if model["type"] != "BPE" or model["dropout"] or model["byte_fallback"]:
+        return f"model {model['type']} (dropout/byte_fallback)"
+    if model["continuing_subword_prefix"] or model["end_of_word_suffix"]:
+        return "BPE with a subword prefix or suffix"
+    for t in spec["added_tokens"]:
+        if t["lstrip"] or t["rstrip"] or t["single_word"] or t["normalized"]:
+            return f"added token {t['content']!r} with lstrip/rstrip/single_word/normalized"
+    contents = [t["content"] for t in spec["added_tokens"]]
+    if any(a != b and b.startswith(a) for a in contents for b in contents):
+        return "an added token is a prefix of another"
+    return None
+
+
+def _unsupported_vocabulary(spec: dict, backend: Tokenizer) -> str | None:
+    """Why tiktoken's lowest-id-first merging would differ from this merge list, if it would."""
+    added = {t["content"] for t in spec["added_tokens"]}
+    model = spec["model"]
+    vocab = {token: i for token, i in model["vocab"].items() if token not in added}
+    missing = [c for c in bytes_to_unicode().values() if c not in vocab]
+    if missing:
+        return f"{len(missing)} of the 256 bytes are not tokens"
+    merged_ids = [vocab[a + b] for a, b in model["merges"]]  # tokenizers refuses merges out of vocabulary
+    if np.any(np.diff(merged_ids) <= 0):
+        return "merged-token ids do not increase with the merge index (or two merges make one token)"
+    if len(merged_ids) != len(vocab) - 256:
+        return "some tokens are neither a byte nor made by a merge"
+    if any([t.id for t in backend.model.tokenize(token)] != [i] for token, i in vocab.items()):
+        return "a token is not what BPE makes of its own bytes"
+    return None
+
+
+def _encode_with_tokenizers(backend: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    return [
+        np.asarray(e.ids, dtype=np.int32) for e in backend.encode_batch_fast(texts, add_special_tokens=False)
+    ]
