@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pretrain.config import parse_config
-from pretrain.objectives.contrastive import Contrastive, paragraph_items, pool
+from pretrain.objectives.contrastive import Contrastive, crop, paragraph_items, pool
 from pretrain.objectives.retrieval import (
     info_nce,
     load_sts_pairs,
@@ -165,6 +165,45 @@ def test_paragraph_items_cut_each_paragraph_in_halves():
     for text, query, document in zip(out["text"], out["query"], out["doc"], strict=True):
         assert f"{query} {document}" == text
         assert abs(len(query.split()) - len(document.split())) <= 1
+
+
+def test_crops_are_spans_of_the_paragraph_with_lengths_over_the_ratio_range():
+    ids, generator = torch.arange(100, 200), torch.Generator().manual_seed(0)
+    lengths = []
+    for _ in range(4000):
+        span = crop(ids, (0.1, 0.5), generator)
+        start = int(span[0]) - 100
+        assert torch.equal(span, ids[start : start + len(span)])  # contiguous
+        lengths.append(len(span))
+    assert min(lengths) == 10 and max(lengths) == 50
+    assert abs(sum(lengths) / len(lengths) - 30) < 0.5  # uniform fraction: mean (0.1 + 0.5) / 2 of 100
+    assert len(crop(torch.tensor([7]), (0.1, 0.5), generator)) == 1  # never empty
+
+
+def test_crop_views_are_two_independent_spans_of_each_text(tokenizer):
+    objective = make_objective(tokenizer, "--objective.views=crop", "--data.seq_len=64")
+    examples = items(tokenizer, TEXTS * 20)
+    batch = objective.collate(examples, torch.Generator().manual_seed(3))
+    assert objective._training_views(batch) == ("crop_a", "crop_b")
+    simcse = make_objective(tokenizer, "--objective.views=dropout")
+    assert simcse._training_views(simcse.collate(examples, torch.Generator())) == ("text", "text")
+    differ = 0
+    for i, example in enumerate(examples):
+        text = example["text"].tolist()
+        a, b = (batch[f"{v}_ids"][i][batch[f"{v}_mask"][i] == 1][1:-1].tolist() for v in ("crop_a", "crop_b"))
+        for span in (a, b):  # a contiguous span of the paragraph's tokens, between <s> and </s>
+            assert any(text[j : j + len(span)] == span for j in range(len(text) - len(span) + 1))
+            assert 0.1 * len(text) - 1 <= len(span) <= 0.5 * len(text) + 1
+        differ += a != b
+    assert differ > 0.9 * len(examples)
+    again = objective.collate(examples, torch.Generator().manual_seed(3))
+    assert torch.equal(again["crop_a_ids"], batch["crop_a_ids"])  # all randomness from the generator
+
+
+@pytest.mark.parametrize("ratio", ["[0.0,0.5]", "[0.6,0.5]", "[0.1,1.5]", "[0.1,0.2,0.3]"])
+def test_bad_crop_ratio_is_refused(tokenizer, ratio):
+    with pytest.raises(Exception, match="crop_ratio"):
+        make_objective(tokenizer, f"--objective.crop_ratio={ratio}")
 
 
 def test_unsupervised_mode_needs_dropout(tokenizer):

@@ -36,20 +36,31 @@ def losses(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_unsupervised_recipe_30_steps_and_sentence_transformers_folder(tmp_path, cache_dir):
+def test_unsupervised_recipe_30_steps_beats_the_untrained_encoder_and_saves_a_sentence_transformers_folder(
+    tmp_path, cache_dir
+):
     out = tmp_path / "run"
-    results = run_recipe("contrastive", out, "--train.max_steps=30", "--train.micro_batch_size=32")
+    # The recipe's views (two random spans of each paragraph); a fifth of the paragraphs held out
+    # (~410 queries) so that the retrieval figures are not a handful of paragraphs.
+    results = run_recipe(
+        "contrastive",
+        out,
+        "--train.max_steps=30",
+        "--train.micro_batch_size=64",
+        "--data.validation_fraction=0.2",
+    )
     curve = losses(out)
     print(f"\nunsupervised loss: {curve[0]:.4f} -> {curve[-1]:.4f}")
-    assert curve[-1] < curve[0] / 10  # InfoNCE over 32 in-batch candidates, two dropout views
+    assert curve[-1] < curve[0] / 3  # InfoNCE over 64 in-batch candidates
     saved = json.loads((out / "eval_results.json").read_text())
     assert all(k in saved for k in METRICS)
     assert saved["recall@10"] >= saved["recall@1"] > 1 / saved["pool_size"]  # far above chance
     before = untrained_metrics(out)
-    for key in ("recall@1", "mrr", "uniformity"):
+    for key in ("recall@1", "recall@10", "mrr", "uniformity"):
         print(f"unsupervised {key}: untrained {before[key]:.4f} -> trained {results[key]:.4f}")
-    # SimCSE spreads the embeddings out; from random initialisation it does not improve retrieval of a
-    # paragraph's second half (measured in recipes/contrastive/README.md), so that is not asserted here.
+    # Measured over 5 seeds: recall@1 +0.06 to +0.08, MRR +0.07 to +0.10 (recipes/contrastive/README.md).
+    assert results["recall@1"] > before["recall@1"] + 0.03
+    assert results["mrr"] > before["mrr"] + 0.04
     assert results["uniformity"] < before["uniformity"] - 1.0
 
     from sentence_transformers import SentenceTransformer

@@ -7,8 +7,8 @@ Everything that makes this objective:
   rows instead: `data.train_file` is the jsonl and `data.text_column` names its anchor column.
 - Model: a BERT/RoBERTa encoder from a config (or `model.model_name_or_path`, e.g. a masked-LM run),
   cls or masked-mean pooling, SimCSE's MLP head during training only, an MLM head when mlm_weight > 0.
-- Loss (model.train()): unsupervised, each paragraph is encoded twice and dropout is the only
-  augmentation; supervised, anchor -> positive with the hard negatives as extra candidates. The
+- Loss (model.train()): unsupervised, each paragraph is encoded twice, either whole with dropout as
+  the only augmentation (SimCSE) or as two random spans (views=crop, Contriever); supervised, anchor -> positive with the hard negatives as extra candidates. The
   candidates of every process are gathered with gradients, so the negatives are the global batch.
   Gradient accumulation adds anchors, not negatives: each micro-step is its own pool.
 - Evaluation (model.eval(): no dropout, so the two unsupervised views would be identical): held-out
@@ -57,6 +57,11 @@ from pretrain.tokenizer import special_ids
 class ContrastiveConfig:
     mode: Literal["unsupervised", "supervised"] = "unsupervised"
     """unsupervised: SimCSE on the text data's paragraphs; supervised: rows of a jsonl data.train_file."""
+    views: Literal["dropout", "crop"] = "dropout"
+    """Unsupervised positives: 'dropout', the same paragraph twice (SimCSE); 'crop', two independent random
+    token spans of the paragraph, dropout still on (Contriever's cropping, Izacard et al. 2022)."""
+    crop_ratio: tuple[float, float] = (0.1, 0.5)
+    """views=crop: each span's length is this uniform fraction range of the paragraph (Contriever: 0.1-0.5)."""
     temperature: float = 0.05
     """InfoNCE temperature tau on cosine similarities (Gao et al. 2021, SimCSE, appendix D: 0.05)."""
     pooling: Literal["cls", "mean"] = "cls"
@@ -138,6 +143,11 @@ class Contrastive(Objective):
         if self.ocfg.mode == "unsupervised" and cfg.model.dropout <= 0:
             raise ConfigError(
                 "unsupervised SimCSE's only augmentation is dropout; set model.dropout > 0 (Gao et al. 2021, sec. 3: 0.1)"
+            )
+        ratio = self.ocfg.crop_ratio
+        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1] <= 1:
+            raise ConfigError(
+                f"objective.crop_ratio={list(ratio)} must be [low, high] with 0 < low <= high <= 1, e.g. [0.1, 0.5]"
             )
         if self.ocfg.mode == "supervised" and not cfg.data.train_file.endswith((".jsonl", ".json")):
             raise ConfigError(
@@ -239,8 +249,14 @@ class Contrastive(Objective):
     def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:
         """Each view as <cls> ids <sep> padded to one length: `{view}_ids`, `{view}_mask` (b, t);
         with the MLM loss, `mlm_ids`/`mlm_labels`: the training anchor masked 15% (80/10/10)."""
-        views = [v for v in ("query", "doc", "negative", "text") if v in examples[0]]
-        batch = self._pad({v: [e[v] for e in examples] for v in views})
+        views = {
+            v: [e[v] for e in examples] for v in ("query", "doc", "negative", "text") if v in examples[0]
+        }
+        if self.ocfg.mode == "unsupervised" and self.ocfg.views == "crop":
+            views["crop_a"], views["crop_b"] = (
+                [crop(t, self.ocfg.crop_ratio, generator) for t in views["text"]] for _ in "ab"
+            )
+        batch = self._pad(views)
         if self.masker is not None:
             anchor = self._training_views(batch)[0]
             ids = batch[f"{anchor}_ids"]
@@ -266,6 +282,8 @@ class Contrastive(Objective):
 
     def _training_views(self, batch: Batch) -> tuple[str, ...]:
         """Views encoded in training: the anchor first, then the candidate groups."""
+        if self.ocfg.mode == "unsupervised" and self.ocfg.views == "crop":
+            return ("crop_a", "crop_b")  # two random spans of each paragraph
         if self.ocfg.mode == "unsupervised":
             return ("text", "text")  # the same paragraph twice; dropout makes the views differ
         return ("query", "doc", "negative") if "negative_ids" in batch else ("query", "doc")
@@ -324,6 +342,15 @@ class Contrastive(Objective):
             batch = self._pad({"query": [torch.tensor(e.ids) for e in encodings]})
             out.append(model(batch["query_ids"].to(device), batch["query_mask"].to(device))[0].float())
         return torch.cat(out)
+
+
+def crop(ids: torch.Tensor, ratio: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """A random contiguous span of `ids` whose length is a uniform fraction in `ratio` of len(ids), >= 1."""
+    low, high = ratio
+    fraction = low + (high - low) * torch.rand((), generator=generator).item()
+    length = max(1, round(fraction * len(ids)))
+    start = int(torch.randint(len(ids) - length + 1, (), generator=generator))
+    return ids[start : start + length]
 
 
 def paragraph_items(batch: dict[str, list[str]], min_words: int) -> dict[str, list[str]]:
