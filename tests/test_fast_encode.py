@@ -94,8 +94,23 @@ def _prefix_space(spec: dict) -> None:
     spec["pre_tokenizer"]["add_prefix_space"] = True
 
 
-def _lstrip_mask(spec: dict) -> None:
-    next(t for t in spec["added_tokens"] if t["content"] == "<mask>")["lstrip"] = True
+def _single_word_mask(spec: dict) -> None:
+    next(t for t in spec["added_tokens"] if t["content"] == "<mask>")["single_word"] = True
+
+
+def test_a_stripping_mask_token_keeps_the_fast_path_and_its_texts_go_through_tokenizers():
+    # The masked objective makes <mask> absorb the spaces before it (lstrip), as RoBERTa's does.
+    from tokenizers import AddedToken
+
+    tokenizer = _train(512)
+    tokenizer.add_special_tokens({"mask_token": AddedToken("<mask>", lstrip=True, special=True)})
+    encode = batch_encoder(tokenizer)
+    assert isinstance(encode, TiktokenBatchEncoder)
+    texts = _texts() + ["a <mask> b", "   <mask>  x", "<mask><mask> <mask>", "no mask here", "a  <mask>."]
+    assert [ids.tolist() for ids in encode(texts)] == _reference_ids(tokenizer, texts)
+    assert [ids.tolist() for ids in pickle.loads(pickle.dumps(encode))(texts)] == _reference_ids(
+        tokenizer, texts
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,7 +118,7 @@ def _lstrip_mask(spec: dict) -> None:
     [
         (_swap_two_merges, "merged-token ids do not increase"),
         (_prefix_space, "pre-tokenizer"),
-        (_lstrip_mask, "lstrip"),
+        (_single_word_mask, "single_word"),
     ],
 )
 def test_tokenizers_is_kept_when_tiktoken_could_differ(edit, reason, caplog):

@@ -11,8 +11,10 @@ would, and when its pieces are split the same way. `batch_encoder` checks what t
 - a plain BPE model (no dropout, no subword prefix/suffix, no byte fallback) holding all 256 bytes;
 - merged-token ids increasing with the merge index, each token made by exactly one merge, and every
   token being what BPE makes of its own bytes (tiktoken emits a piece that is a token whole);
-- added tokens without lstrip/rstrip/single_word/normalized, none a prefix of another (both libraries
-  split added tokens out of the text first, but pick among prefixes differently).
+- added tokens without single_word/normalized, none a prefix of another (both libraries split added
+  tokens out of the text first, but pick among prefixes differently). An added token with
+  lstrip/rstrip (the masked objective's `<mask>`) also eats the spaces beside it, which tiktoken
+  cannot: the rare texts that contain one literally go through `tokenizers`.
 
 Our trained tokenizers pass; others may or may not. Tests compare the ids of both paths on varied
 text and every 7th Unicode code point.
@@ -73,6 +75,8 @@ class TiktokenBatchEncoder:
         self.encoding = tiktoken.Encoding(
             "pretrain-byte-level-bpe", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=added
         )
+        self.stripped = tuple(t["content"] for t in spec["added_tokens"] if t["lstrip"] or t["rstrip"])
+        self.backend = Tokenizer.from_str(tokenizer_json) if self.stripped else None
 
     def __reduce__(self) -> tuple[type, tuple[str]]:
         return (TiktokenBatchEncoder, (self.tokenizer_json,))
@@ -88,7 +92,12 @@ class TiktokenBatchEncoder:
 
     def _encode_slice(self, texts: list[str]) -> list[np.ndarray]:
         # Added tokens in the text ("<unk>" in wikitext) become their ids, as `tokenizers` does.
-        return [self.encoding.encode_to_numpy(t, allowed_special="all", disallowed_special=()) for t in texts]
+        return [
+            _encode_with_tokenizers(self.backend, [t])[0]
+            if self.stripped and any(token in t for token in self.stripped)
+            else self.encoding.encode_to_numpy(t, allowed_special="all", disallowed_special=())
+            for t in texts
+        ]
 
 
 def _unsupported_pipeline(spec: dict) -> str | None:
@@ -104,8 +113,8 @@ def _unsupported_pipeline(spec: dict) -> str | None:
     if model["continuing_subword_prefix"] or model["end_of_word_suffix"]:
         return "BPE with a subword prefix or suffix"
     for t in spec["added_tokens"]:
-        if t["lstrip"] or t["rstrip"] or t["single_word"] or t["normalized"]:
-            return f"added token {t['content']!r} with lstrip/rstrip/single_word/normalized"
+        if t["single_word"] or t["normalized"]:
+            return f"added token {t['content']!r} with single_word/normalized"
     contents = [t["content"] for t in spec["added_tokens"]]
     if any(a != b and b.startswith(a) for a in contents for b in contents):
         return "an added token is a prefix of another"
