@@ -115,6 +115,20 @@ def test_special_token_strings_are_tokenized_as_in_training(model_dir):
     assert decompress_bytes(compress_bytes(text.encode(), model_dir)[0], model_dir) == text.encode()
 
 
+def test_plain_special_tokens_are_coded_as_text_and_read_from_the_run(model_dir, tmp_path):
+    from pretrain.compression import trained_special_tokens_in_text
+
+    _, tokenizer = load_causal_lm(model_dir)
+    text = "The <unk> river </s> ends"
+    ids = encode_text(tokenizer, text, "plain")
+    assert not set(ids) & set(tokenizer.all_special_ids)
+    assert tokenizer.decode(ids) == text
+    assert trained_special_tokens_in_text(model_dir) == "parse"  # the recipe's default, as recorded
+    (tmp_path / "resolved_config.yaml").write_text("data:\n  special_tokens_in_text: plain\n")
+    assert trained_special_tokens_in_text(tmp_path) == "plain"
+    assert trained_special_tokens_in_text(tmp_path / "missing") == "parse"
+
+
 def test_frequencies_are_exact_integers_with_a_floor_of_one():
     logits = torch.randn(5, 2048, generator=torch.Generator().manual_seed(0)) * 8
     logits[0, 3] = 80.0  # one token takes almost all of the mass

@@ -68,6 +68,21 @@ def test_tiktoken_gives_the_ids_tokenizers_gives(vocab_size, extra_special_token
     assert unk_id in encode(["a <unk> b"])[0].tolist()  # literal added tokens stay one token
 
 
+def test_plain_special_tokens_match_tokenizers_encode_special_tokens():
+    # data.special_tokens_in_text=plain: "</s>" in the text is four characters, on either path.
+    texts = _texts()
+    for tokenizer in (_train(1024, sentinel_tokens(10)), _with_spec(_train(512), _prefix_space)):
+        encode = batch_encoder(tokenizer, "plain")
+        reference = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        reference.encode_special_tokens = True
+        expected = [e.ids for e in reference.encode_batch_fast(texts, add_special_tokens=False)]
+        assert [ids.tolist() for ids in encode(texts)] == expected
+        assert [ids.tolist() for ids in pickle.loads(pickle.dumps(encode))(texts)] == expected
+        assert tokenizer.backend_tokenizer.encode_special_tokens is False  # its own backend untouched
+    ids = batch_encoder(tokenizer, "plain")(["a </s> <unk> b"])[0].tolist()
+    assert not set(ids) & set(tokenizer.all_special_ids)
+
+
 def test_every_unicode_character_splits_and_merges_the_same():
     # The two libraries run the split regex on different engines (oniguruma, fancy-regex): every
     # code point, alone, between letters and after a space, must land in the same piece.

@@ -41,6 +41,20 @@ def test_packing_keeps_every_token_with_eos_between_documents():
     assert f"{DOCS[0]}</s>{DOCS[1]}</s>" in decoded
 
 
+def test_special_token_strings_in_the_text_are_parsed_or_plain_text():
+    tokenizer = _tokenizer()
+    docs = ["code says '</s>' and <pad> here", "no specials", "<s>html</s>"]
+    ds = datasets.Dataset.from_dict({"text": docs})
+    eos, specials = tokenizer.eos_token_id, set(tokenizer.all_special_ids)
+    parsed = [row["input_ids"] for row in tokenize_dataset(ds, tokenizer)]
+    plain = [row["input_ids"] for row in tokenize_dataset(ds, tokenizer, special_tokens_in_text="plain")]
+    assert [ids.count(eos) for ids in parsed] == [2, 1, 2]  # a literal "</s>" ends a document
+    assert [ids.count(eos) for ids in plain] == [1, 1, 1]  # only the appended EOS
+    assert all(not specials & set(ids[:-1]) for ids in plain)
+    for doc, ids in zip(docs, plain, strict=True):
+        assert tokenizer.decode(ids[:-1], skip_special_tokens=False) == doc
+
+
 def test_token_stream_follows_a_selected_order():
     tokenizer = _tokenizer()
     tokenized = tokenize_dataset(datasets.Dataset.from_dict({"text": DOCS[:10]}), tokenizer)

@@ -165,16 +165,18 @@ def deterministic_cpu(threads: int) -> Iterator[None]:
 # --- tokens <-> text ---------------------------------------------------------------------------
 
 
-def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def encode_text(
+    tokenizer: PreTrainedTokenizerBase, text: str, special_tokens_in_text: str = "parse"
+) -> list[int]:
     """Token ids of `text` that decode back to exactly `text`.
 
-    First as training tokenized it: a special-token string in the text becomes that token (wikitext's
-    literal "<unk>" is one cheap token the model knows; spelled out, it cost wikitext-2 test 0.6
-    bits per byte). Where that does not round-trip (e.g. a token that strips spaces), the special
-    strings are coded as plain text instead.
+    First as training tokenized it (data.special_tokens_in_text): with 'parse', a special-token string
+    in the text becomes that token (wikitext's literal "<unk>" is one cheap token the model knows;
+    spelled out, it cost wikitext-2 test 0.6 bits per byte). Where that does not round-trip (e.g. a
+    token that strips spaces), the special strings are coded as plain text instead.
     """
     backend = tokenizer.backend_tokenizer
-    for plain_specials in (False, True):
+    for plain_specials in (False, True) if special_tokens_in_text == "parse" else (True,):
         backend.encode_special_tokens = plain_specials
         ids = backend.encode(text, add_special_tokens=False).ids
         restored = decode_tokens(tokenizer, ids)
@@ -190,6 +192,15 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
             "compress needs a lossless tokenizer such as the byte-level BPE the recipes train"
         )
     return ids
+
+
+def trained_special_tokens_in_text(model_dir: str | Path) -> str:
+    """data.special_tokens_in_text of the run that saved `model_dir` ('parse' when it is not recorded)."""
+    import yaml
+
+    path = Path(model_dir) / "resolved_config.yaml"
+    recorded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return ((recorded or {}).get("data") or {}).get("special_tokens_in_text", "parse")
 
 
 def decode_tokens(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
@@ -281,7 +292,7 @@ def compress_bytes(
             f"the input is not UTF-8 text (byte {err.start}); compress codes UTF-8 text"
         ) from err
     model, tokenizer = load_causal_lm(model_dir)
-    ids = encode_text(tokenizer, text)
+    ids = encode_text(tokenizer, text, trained_special_tokens_in_text(model_dir))
     fingerprint, model_bytes = model_fingerprint(model_dir)
     window = max_positions(model)
     stride = stride or max(1, window // 2)

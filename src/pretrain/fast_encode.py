@@ -27,7 +27,6 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import numpy as np
 import tiktoken
@@ -43,16 +42,22 @@ _BYTE_LEVEL_TO_LATIN1 = str.maketrans({char: chr(byte) for byte, char in bytes_t
 GPT2_SPLIT_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 
-def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[np.ndarray]]:
-    """A function from texts to their ids (no special tokens added), through tiktoken where exact."""
+def batch_encoder(
+    tokenizer: PreTrainedTokenizerBase, special_tokens_in_text: str = "parse"
+) -> Callable[[list[str]], list[np.ndarray]]:
+    """A function from texts to their ids (no special tokens added), through tiktoken where exact.
+
+    special_tokens_in_text: 'parse', a special-token string in the text becomes that token; 'plain',
+    it is ordinary text (data.special_tokens_in_text)."""
     backend = tokenizer.backend_tokenizer
     tokenizer_json = backend.to_str()
     spec = json.loads(tokenizer_json)
+    plain = special_tokens_in_text == "plain"
     reason = _unsupported_pipeline(spec) or _unsupported_vocabulary(spec, backend)
     if reason:
         logger.debug("tokenizing with tokenizers, not tiktoken: %s", reason)
-        return partial(_encode_with_tokenizers, backend)
-    return TiktokenBatchEncoder(tokenizer_json)
+        return TokenizersBatchEncoder(tokenizer_json, plain)
+    return TiktokenBatchEncoder(tokenizer_json, plain)
 
 
 class TiktokenBatchEncoder:
@@ -63,8 +68,8 @@ class TiktokenBatchEncoder:
     in Python) takes ~50 ms for an 8k vocabulary, a third of the time encoding wikitext-2 valid takes.
     """
 
-    def __init__(self, tokenizer_json: str) -> None:
-        self.tokenizer_json = tokenizer_json
+    def __init__(self, tokenizer_json: str, plain: bool = False) -> None:
+        self.tokenizer_json, self.plain = tokenizer_json, plain
         spec = json.loads(tokenizer_json)
         added = {t["content"]: t["id"] for t in spec["added_tokens"]}
         ranks = {
@@ -75,11 +80,12 @@ class TiktokenBatchEncoder:
         self.encoding = tiktoken.Encoding(
             "pretrain-byte-level-bpe", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=added
         )
-        self.stripped = tuple(t["content"] for t in spec["added_tokens"] if t["lstrip"] or t["rstrip"])
+        stripping = [t["content"] for t in spec["added_tokens"] if t["lstrip"] or t["rstrip"]]
+        self.stripped = () if plain else tuple(stripping)
         self.backend = Tokenizer.from_str(tokenizer_json) if self.stripped else None
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return (TiktokenBatchEncoder, (self.tokenizer_json,))
+    def __reduce__(self) -> tuple[type, tuple[str, bool]]:
+        return (TiktokenBatchEncoder, (self.tokenizer_json, self.plain))
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         # tiktoken releases the GIL, so threads share the cores (as `tokenizers`' own pool does);
@@ -91,11 +97,13 @@ class TiktokenBatchEncoder:
             return [ids for part in pool.map(self._encode_slice, slices) for ids in part]
 
     def _encode_slice(self, texts: list[str]) -> list[np.ndarray]:
-        # Added tokens in the text ("<unk>" in wikitext) become their ids, as `tokenizers` does.
+        # parse: added tokens in the text ("<unk>" in wikitext) become their ids, as `tokenizers` does;
+        # plain: they are ordinary text, as with `encode_special_tokens=True`.
+        allowed = set() if self.plain else "all"
         return [
             _encode_with_tokenizers(self.backend, [t])[0]
             if self.stripped and any(token in t for token in self.stripped)
-            else self.encoding.encode_to_numpy(t, allowed_special="all", disallowed_special=())
+            else self.encoding.encode_to_numpy(t, allowed_special=allowed, disallowed_special=())
             for t in texts
         ]
 
@@ -138,6 +146,25 @@ def _unsupported_vocabulary(spec: dict, backend: Tokenizer) -> str | None:
     if any([t.id for t in backend.model.tokenize(token)] != [i] for token, i in vocab.items()):
         return "a token is not what BPE makes of its own bytes"
     return None
+
+
+class TokenizersBatchEncoder:
+    """Texts -> ids through `tokenizers`, for tokenizers that tiktoken cannot reproduce.
+
+    A copy of the backend, so that 'plain' (`encode_special_tokens`) leaves the tokenizer's own alone;
+    it pickles as the JSON and the flag, which the JSON does not hold (worker processes need both).
+    """
+
+    def __init__(self, tokenizer_json: str, plain: bool = False) -> None:
+        self.tokenizer_json, self.plain = tokenizer_json, plain
+        self.backend = Tokenizer.from_str(tokenizer_json)
+        self.backend.encode_special_tokens = plain
+
+    def __reduce__(self) -> tuple[type, tuple[str, bool]]:
+        return (TokenizersBatchEncoder, (self.tokenizer_json, self.plain))
+
+    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+        return _encode_with_tokenizers(self.backend, texts)
 
 
 def _encode_with_tokenizers(backend: Tokenizer, texts: list[str]) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pretrain.compression import load_causal_lm, max_positions
 from pretrain.config import ConfigError
+from pretrain.fast_encode import batch_encoder
 
 PREFIX_TOKENS = 32  # k: prompt length (the issue's default; Carlini et al. 2023 use 50 and up)
 CONTINUATION_TOKENS = 32  # m: greedily decoded tokens compared with the truth
@@ -33,7 +34,12 @@ MAX_EXAMPLES = 5  # distinct memorized training sequences shown in the report
 
 
 def sample_sequences(
-    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, num_samples: int, length: int, seed: int
+    texts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    num_samples: int,
+    length: int,
+    seed: int,
+    special_tokens_in_text: str = "parse",
 ) -> np.ndarray:
     """Up to `num_samples` windows (n, length) of token ids, one from each of randomly drawn documents.
 
@@ -41,13 +47,13 @@ def sample_sequences(
     the data); a window starts at a random token of a document with at least `length` tokens.
     """
     rng = np.random.default_rng(seed)
-    backend = tokenizer.backend_tokenizer
+    encode = batch_encoder(tokenizer, special_tokens_in_text)  # as training tokenized the text
     windows: list[np.ndarray] = []
     order = rng.permutation(len(texts))
     for start in range(0, len(order), 512):
         chunk = [texts[int(i)] for i in order[start : start + 512]]
-        for encoding in backend.encode_batch_fast(chunk, add_special_tokens=False):
-            ids = np.asarray(encoding.ids, dtype=np.int64)
+        for ids in encode(chunk):
+            ids = ids.astype(np.int64)
             if len(ids) >= length:
                 offset = int(rng.integers(0, len(ids) - length + 1))
                 windows.append(ids[offset : offset + length])
@@ -94,6 +100,7 @@ def memorization_report(
     continuation_tokens: int = CONTINUATION_TOKENS,
     num_samples: int = NUM_SAMPLES,
     seed: int = SAMPLE_SEED,
+    special_tokens_in_text: str = "parse",
 ) -> dict[str, Any]:
     """Exact-match rate and mean matched length for sampled training and held-out sequences."""
     length = prefix_tokens + continuation_tokens
@@ -105,7 +112,7 @@ def memorization_report(
         )
     results: dict[str, Any] = {"prefix_tokens": prefix_tokens, "continuation_tokens": continuation_tokens}
     for split, texts in (("train", train_texts), ("heldout", heldout_texts)):
-        sequences = sample_sequences(texts, tokenizer, num_samples, length, seed)
+        sequences = sample_sequences(texts, tokenizer, num_samples, length, seed, special_tokens_in_text)
         if len(sequences) == 0:
             raise ConfigError(
                 f"no {split} document has {length} tokens; lower --prefix-tokens/--continuation-tokens"
@@ -141,4 +148,5 @@ def run_memorization(
         prefix_tokens,
         continuation_tokens,
         num_samples,
+        special_tokens_in_text=data_cfg.special_tokens_in_text,
     )

@@ -24,10 +24,15 @@ from pretrain.fast_encode import batch_encoder
 
 
 def tokenize_dataset(
-    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, num_proc: int = 1, append_eos: bool = True
+    ds: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    num_proc: int = 1,
+    append_eos: bool = True,
+    special_tokens_in_text: str = "parse",
 ) -> datasets.Dataset:
-    """Add an `input_ids` column (documents tokenized without special tokens, EOS appended)."""
-    encode_texts = batch_encoder(tokenizer)
+    """Add an `input_ids` column (documents tokenized without special tokens, EOS appended);
+    special-token strings in the text parsed or plain (data.special_tokens_in_text)."""
+    encode_texts = batch_encoder(tokenizer, special_tokens_in_text)
     suffix = [tokenizer.eos_token_id] if append_eos else []
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:

@@ -57,6 +57,10 @@ class DataConfig:
     """Tokens per packed training sequence."""
     document_mask: bool = False
     """Packed sequences: restart positions at each document and forbid attention across documents."""
+    special_tokens_in_text: Literal["parse", "plain"] = "parse"
+    """A special-token string written in the text ("</s>", wikitext's "<unk>"): 'parse' makes it that token
+    (what `tokenizers` and run_clm do); 'plain' tokenizes it as ordinary text (nanoGPT's encode_ordinary),
+    so a literal "</s>" in web or code data cannot end a document. Memorization and compression follow it."""
     num_proc: int = 1
     """Worker processes for tokenization (more than the core count only adds overhead)."""
     max_train_documents: int = 0

@@ -149,7 +149,9 @@ def compute_token_bytes(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
     size = max(len(tokenizer), max(vocab.values()) + 1)
     out = np.zeros(size, dtype=np.int64)
     separators = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id}
-    special = set(tokenizer.all_special_ids) | {i for t, i in vocab.items() if t in tokenizer.added_tokens_encoder}
+    special = set(tokenizer.all_special_ids) | {
+        i for t, i in vocab.items() if t in tokenizer.added_tokens_encoder
+    }
     byte_level = isinstance(tokenizer.backend_tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel)
     for token, idx in vocab.items():
         if idx in separators:

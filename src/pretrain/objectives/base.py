@@ -91,7 +91,13 @@ class Objective:
     def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> PackedBlocks:
         """Tokenize (cached, main process first) and pack into fixed blocks."""
         with accelerator.main_process_first():
-            tokenized = tokenize_dataset(raw, self.tokenizer, num_proc=self.cfg.data.num_proc)
+            data = self.cfg.data
+            tokenized = tokenize_dataset(
+                raw,
+                self.tokenizer,
+                num_proc=data.num_proc,
+                special_tokens_in_text=data.special_tokens_in_text,
+            )
         return pack_blocks(token_stream(tokenized), self.block_len())
 
     def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:

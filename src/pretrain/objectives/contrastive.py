@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -40,6 +41,7 @@ from transformers import (
 
 from pretrain.config import ConfigError
 from pretrain.data import DataError
+from pretrain.fast_encode import batch_encoder
 from pretrain.objectives.base import Batch, LossOutput, Objective
 from pretrain.objectives.masked import build_encoder_config
 from pretrain.objectives.retrieval import (
@@ -214,13 +216,10 @@ class Contrastive(Objective):
                     fn_kwargs={"min_words": self.ocfg.min_words},
                     desc="paragraphs",
                 )
-            backend = self.tokenizer.backend_tokenizer
+            encode_texts = batch_encoder(self.tokenizer, self.cfg.data.special_tokens_in_text)
 
-            def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-                return {
-                    k: [e.ids for e in backend.encode_batch_fast(v, add_special_tokens=False)]
-                    for k, v in batch.items()
-                }
+            def encode(batch: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:
+                return {k: encode_texts(v) for k, v in batch.items()}
 
             ids = texts.map(encode, batched=True, batch_size=2000, desc="tokenize")
         if len(ids) == 0:
@@ -335,11 +334,10 @@ class Contrastive(Objective):
     ) -> torch.Tensor:
         """Sentence vectors (n, d) of `texts`, in batches (every process encodes all of them)."""
         out = []
+        encode_texts = batch_encoder(self.tokenizer, self.cfg.data.special_tokens_in_text)
         for start in range(0, len(texts), batch_size):
-            encodings = self.tokenizer.backend_tokenizer.encode_batch_fast(
-                texts[start : start + batch_size], add_special_tokens=False
-            )
-            batch = self._pad({"query": [torch.tensor(e.ids) for e in encodings]})
+            ids = encode_texts(texts[start : start + batch_size])
+            batch = self._pad({"query": [torch.from_numpy(i) for i in ids]})
             out.append(model(batch["query_ids"].to(device), batch["query_mask"].to(device))[0].float())
         return torch.cat(out)
 
