@@ -206,6 +206,38 @@ def test_bad_crop_ratio_is_refused(tokenizer, ratio):
         make_objective(tokenizer, f"--objective.crop_ratio={ratio}")
 
 
+def test_count_tokens_counts_the_real_tokens_of_the_training_views(tokenizer):
+    examples = items(tokenizer, TEXTS * 3)
+    simcse = make_objective(tokenizer)  # the text twice, each <s> ids </s> within data.seq_len=32
+    batch = simcse.collate(examples, torch.Generator())
+    assert simcse.count_tokens(batch) == 2 * sum(min(len(e["text"]), 30) + 2 for e in examples)
+    assert simcse.count_tokens(batch) < 2 * batch["text_ids"].numel()  # padding is not counted
+    crop = make_objective(tokenizer, "--objective.views=crop")
+    batch = crop.collate(examples, torch.Generator().manual_seed(0))
+    assert crop.count_tokens(batch) == int(batch["crop_a_mask"].sum() + batch["crop_b_mask"].sum())
+
+
+def test_trainer_counts_contrastive_tokens_and_refuses_a_token_budget(tmp_path, cache_dir):
+    import copy
+
+    from conftest import make_trainer
+
+    from pretrain.config import ConfigError
+
+    args = ("--model.family=roberta", "--model.dropout=0.1", "--train.max_steps=3", "--train.logging_steps=1")
+    trainer = make_trainer(tmp_path / "run", *args, objective_cls=Contrastive)
+    replay = copy.deepcopy(trainer.batches)  # the same batches, in order, before training takes them
+    trainer.train()
+    expected = sum(trainer.objective.count_tokens(next(replay)) for _ in range(3))
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["tokens_seen"] == trainer.state.tokens_seen == expected
+    assert (
+        0 < expected < 3 * 2 * trainer.tokens_per_step
+    )  # two views of at most a block each, padding not counted
+    with pytest.raises(ConfigError, match="max_steps"):
+        make_trainer(tmp_path / "budget", *args, "--train.max_tokens=10000", objective_cls=Contrastive)
+
+
 def test_unsupervised_mode_needs_dropout(tokenizer):
     with pytest.raises(Exception, match="dropout"):
         make_objective(tokenizer, "--model.dropout=0.0")

@@ -28,6 +28,7 @@ from pretrain.checkpoint import (
     rotate_checkpoints,
     save_checkpoint,
 )
+from pretrain.config import ConfigError
 from pretrain.distributed import configure_deepspeed, uses_deepspeed
 from pretrain.evaluation import evaluate
 from pretrain.hub import push_checkpoint
@@ -76,8 +77,14 @@ class Trainer:
             * accelerator.num_processes
             * objective.block_len()
         )
+        # Packed objectives read exactly tokens_per_step; others (contrastive) count theirs each step.
         self.max_steps = self.tcfg.max_steps
         if self.tcfg.max_tokens:
+            if not objective.fixed_length_rows:
+                raise ConfigError(
+                    f"train.max_tokens needs packed rows of a fixed length; objective {objective.name} has rows of "
+                    "varying length: set train.max_steps instead"
+                )
             self.max_steps = math.ceil(self.tcfg.max_tokens / self.tokens_per_step)
         if self.tcfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -200,8 +207,9 @@ class Trainer:
             result = self.train_step(micro)
             state.step += 1
             state.data_position = self.batches.position
-            state.tokens_seen += self.tokens_per_step
-            interval_tokens += self.tokens_per_step
+            step_tokens = self._step_tokens(micro)
+            state.tokens_seen += step_tokens
+            interval_tokens += step_tokens
             if result.skipped is None:
                 interval_losses.append(result.loss)
             bar.update(1)
@@ -227,6 +235,13 @@ class Trainer:
                 self.save()
         bar.close()
         return state
+
+    def _step_tokens(self, micro_batches: list[Batch]) -> int:
+        """Tokens read by all processes in this optimizer step."""
+        if self.objective.fixed_length_rows:
+            return self.tokens_per_step
+        local = sum(self.objective.count_tokens(b) for b in micro_batches)
+        return int(self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), "sum").item())
 
     def _to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}

@@ -47,6 +47,7 @@ class Objective:
     families: ClassVar[tuple[str, ...]] = ()
     post_processor: ClassVar[str] = "none"  # see pretrain.tokenizer.set_post_processor
     language_model: ClassVar[bool] = True  # report bits_per_byte
+    fixed_length_rows: ClassVar[bool] = True  # rows are block_len() tokens; else count_tokens() counts
 
     def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg = cfg
@@ -107,6 +108,10 @@ class Objective:
     # --- loss and metrics ------------------------------------------------------------------
     def count_targets(self, batch: Batch) -> int:
         """Targets in a batch, known before the forward pass (for loss normalisation)."""
+        raise NotImplementedError
+
+    def count_tokens(self, batch: Batch) -> int:
+        """Tokens the model reads in a training batch; only called when fixed_length_rows is False."""
         raise NotImplementedError
 
     def compute_loss(self, model: nn.Module, batch: Batch) -> LossOutput:

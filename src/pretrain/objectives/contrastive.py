@@ -138,6 +138,7 @@ class Contrastive(Objective):
     families = ("bert", "roberta")
     post_processor = "roberta"  # <s> A </s>: the first token is the cls vector
     language_model = False
+    fixed_length_rows = False  # paragraphs of any length, padded per batch
 
     def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(cfg, tokenizer)
@@ -291,6 +292,10 @@ class Contrastive(Objective):
     def count_targets(self, batch: Batch) -> int:
         return int(batch["query_ids"].shape[0])  # anchors
 
+    def count_tokens(self, batch: Batch) -> int:
+        """Real (non-padding) tokens of every view encoded in training; rows vary in length."""
+        return int(sum(batch[f"{v}_mask"].sum() for v in self._training_views(batch)))
+
     def compute_loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         views = self._training_views(batch) if model.training else ("query", "doc")
         ids = torch.cat([batch[f"{v}_ids"] for v in views])  # (views * b, t)
@@ -337,7 +342,9 @@ class Contrastive(Objective):
         encode_texts = batch_encoder(self.tokenizer, self.cfg.data.special_tokens_in_text)
         for start in range(0, len(texts), batch_size):
             ids = encode_texts(texts[start : start + batch_size])
-            batch = self._pad({"query": [torch.from_numpy(i) for i in ids]})
+            batch = self._pad(
+                {"query": [torch.tensor(i) for i in ids]}
+            )  # a copy: tiktoken arrays are read-only
             out.append(model(batch["query_ids"].to(device), batch["query_mask"].to(device))[0].float())
         return torch.cat(out)
 
