@@ -45,6 +45,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
+from pretrain.fast_encode import batch_encoder
 
 MAGIC = b"PLMZ"
 FORMAT_VERSION = 1
@@ -175,14 +176,11 @@ def encode_text(
     spelled out, it cost wikitext-2 test 0.6 bits per byte). Where that does not round-trip (e.g. a
     token that strips spaces), the special strings are coded as plain text instead.
     """
-    backend = tokenizer.backend_tokenizer
-    for plain_specials in (False, True) if special_tokens_in_text == "parse" else (True,):
-        backend.encode_special_tokens = plain_specials
-        ids = backend.encode(text, add_special_tokens=False).ids
+    for mode in ("parse", "plain") if special_tokens_in_text == "parse" else ("plain",):
+        ids = batch_encoder(tokenizer, mode)([text])[0].tolist()  # the same encoder as training
         restored = decode_tokens(tokenizer, ids)
         if restored == text:
             break
-    backend.encode_special_tokens = False
     if restored != text:
         first = next(
             (i for i, (a, b) in enumerate(zip(text, restored, strict=False)) if a != b), len(restored)
