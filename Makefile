@@ -1,9 +1,11 @@
 # The two commands a new user needs: `make train` and `make test`. Both create ./.venv and install
-# the project into it on first use (the stamp file records that the install finished).
+# the project into it on first use (the stamp files record that an install finished); `make test`
+# and `make lint` add the `test` extra (pytest, ruff), `make train` does not need it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -20,16 +22,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
 train: $(STAMP)
 	$(BIN)/accelerate launch --num_processes 1 recipes/causal/train.py $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src recipes tests benchmarks
 	$(BIN)/ruff format --check src recipes tests benchmarks
 

@@ -1,6 +1,6 @@
 """A trained causal model as a compressor, beside gzip/bz2/xz/zstd on the same text, round trip checked.
 
-Compresses a text with `pretrain.compression` (range coding with the model's next-token
+Compresses a text with `pretrain.eval.compression` (range coding with the model's next-token
 probabilities), decompresses it again and checks the bytes, then prints the achieved bits per
 byte, the model's cross-entropy bits per byte under the same contexts, the classical compressors
 at their best levels, and the figure that counts the model files too; and both directions' speed.
@@ -31,8 +31,9 @@ def read_prefix(path: Path, prefix_bytes: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pretrain.compression import compress_bytes, decompress_bytes, format_report
-    from pretrain.evaluation import compression_baselines
+    from pretrain.eval.compress_cli import format_report
+    from pretrain.eval.compression import compress_bytes, decompress_bytes
+    from pretrain.eval.harness import compression_baselines
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a saved causal run (output_dir)")

@@ -27,7 +27,7 @@ from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pretrain.datapipe.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
+from pretrain.prepare.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
@@ -94,7 +94,7 @@ def run_datasketch(docs: list[str], cfg: NearDedupConfig) -> np.ndarray:
 
 
 def run_ours(docs: list[str], cfg: NearDedupConfig) -> np.ndarray:
-    """pretrain.datapipe.minhash: batched numpy signatures, band keys, sorted-key collisions."""
+    """pretrain.prepare.minhash: batched numpy signatures, band keys, sorted-key collisions."""
     bands, rows = cfg.band_shape()
     keys = np.vstack(
         [

@@ -24,11 +24,11 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from pretrain.config import parse_config
-from pretrain.data import cache_root, load_raw_datasets
+from pretrain.data.packing import pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.text import cache_root, load_raw_datasets
+from pretrain.data.tokenizer import build_tokenizer, set_post_processor
 from pretrain.objectives.masked import MaskedLM
-from pretrain.packing import pack_blocks, token_stream, tokenize_dataset
 from pretrain.settings import DataConfig, make_run_config
-from pretrain.tokenizer import build_tokenizer, set_post_processor
 
 Examples = list[dict[str, torch.Tensor]]
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from transformers import DataCollatorForPermutationLanguageModeling
 
+from pretrain.data.tokenizer import train_bpe_tokenizer
 from pretrain.objectives.plm_collator import PermutationCollator
-from pretrain.tokenizer import train_bpe_tokenizer
 
 Examples = list[dict[str, torch.Tensor]]
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from pretrain.config import parse_config
-from pretrain.data import cache_root, load_raw_datasets
+from pretrain.data.packing import pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.text import cache_root, load_raw_datasets
+from pretrain.data.tokenizer import build_tokenizer, set_post_processor
 from pretrain.objectives.t5 import SpanCorruption
-from pretrain.packing import pack_blocks, token_stream, tokenize_dataset
 from pretrain.settings import make_run_config
-from pretrain.tokenizer import build_tokenizer, set_post_processor
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "t5" / "config.yaml"
 Examples = list[dict[str, torch.Tensor]]

@@ -45,7 +45,7 @@ def _setup(steps: int):
     """Shared pieces: config, tokenizer, packed training blocks, and a fresh-model factory."""
     from accelerate import Accelerator
 
-    from pretrain.data import load_raw_datasets
+    from pretrain.data.text import load_raw_datasets
     from pretrain.objectives.causal import CausalLM
     from pretrain.runner import build_tokenizer_for
 
@@ -84,7 +84,7 @@ def run_ours(cfg, objective, blocks, steps: int, warmup: int) -> float:
     from accelerate.state import AcceleratorState, GradientState
 
     from pretrain.config import to_dict
-    from pretrain.trainer import Trainer
+    from pretrain.train.trainer import Trainer
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
@@ -172,7 +172,7 @@ def run_clm_style(ds, tokenizer, block_size: int) -> int:
 
 
 def run_ours_packing(ds, tokenizer, block_size: int) -> int:
-    from pretrain.packing import pack_blocks, token_stream, tokenize_dataset
+    from pretrain.data.packing import pack_blocks, token_stream, tokenize_dataset
 
     return pack_blocks(token_stream(tokenize_dataset(ds, tokenizer)), block_size).blocks.size
 
@@ -180,8 +180,8 @@ def run_ours_packing(ds, tokenizer, block_size: int) -> int:
 def bench_packing(text_path: Path | None) -> dict[str, float]:
     import datasets
 
-    from pretrain.data import embedded_documents, load_text_file
-    from pretrain.tokenizer import train_bpe_tokenizer
+    from pretrain.data.text import embedded_documents, load_text_file
+    from pretrain.data.tokenizer import train_bpe_tokenizer
 
     datasets.disable_caching()
     datasets.disable_progress_bars()

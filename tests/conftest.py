@@ -65,10 +65,11 @@ def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None =
     from accelerate.utils import set_seed
 
     from pretrain.config import parse_config, to_dict
+    from pretrain.hub.push import push_checkpoint
     from pretrain.objectives.causal import CausalLM
     from pretrain.runner import build_components
     from pretrain.settings import make_run_config
-    from pretrain.trainer import Trainer
+    from pretrain.train.trainer import Trainer
 
     objective_cls = objective_cls or CausalLM
     argv = [*TINY, f"--train.output_dir={output_dir}", "--data.max_train_documents=120", *overrides]
@@ -79,7 +80,18 @@ def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None =
     set_seed(cfg.train.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
     objective, model, train_data, eval_data, _ = build_components(objective_cls, cfg, accelerator)
-    return Trainer(cfg, objective, model, train_data, eval_data, accelerator, str(to_dict(cfg)), 1.0)
+    config_yaml = str(to_dict(cfg))
+    return Trainer(
+        cfg,
+        objective,
+        model,
+        train_data,
+        eval_data,
+        accelerator,
+        config_yaml,
+        1.0,
+        after_save=push_checkpoint,
+    )
 
 
 def parameters(trainer) -> dict:

@@ -10,9 +10,9 @@ import torch
 from conftest import TINY
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from pretrain.data.tokenizer import train_bpe_tokenizer
 from pretrain.objectives.causal import CausalLM
 from pretrain.runner import main
-from pretrain.tokenizer import train_bpe_tokenizer
 
 
 def run(tmp_path, *argv) -> tuple[int, str]:

@@ -10,14 +10,13 @@ import pytest
 import torch
 from conftest import run_recipe
 
-from pretrain.compression import (
+from pretrain.eval.compress_cli import compress_main, decompress_main
+from pretrain.eval.compression import (
     PRECISION_BITS,
     CompressedFileError,
     compress_bytes,
-    compress_main,
     compute_frequencies,
     decompress_bytes,
-    decompress_main,
     encode_text,
     load_causal_lm,
 )
@@ -34,7 +33,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path
 @pytest.fixture(scope="module")
 def heldout_text(model_dir: Path) -> str:
     """About 8 KB of validation documents the model never trained on."""
-    from pretrain.data import load_raw_datasets
+    from pretrain.data.text import load_raw_datasets
     from pretrain.settings import DataConfig
 
     _, valid = load_raw_datasets(DataConfig())
@@ -104,7 +103,7 @@ def test_decoder_uses_the_encoders_thread_count_and_restores_its_own(model_dir):
 
 def test_special_token_strings_are_tokenized_as_in_training(model_dir):
     """wikitext's literal "<unk>" must be the <unk> token the model trained on, not five characters."""
-    from pretrain.packing import tokenize_dataset
+    from pretrain.data.packing import tokenize_dataset
 
     _, tokenizer = load_causal_lm(model_dir)
     text = "The <unk> river , near <unk> @-@ town </s> ends"
@@ -116,7 +115,7 @@ def test_special_token_strings_are_tokenized_as_in_training(model_dir):
 
 
 def test_plain_special_tokens_are_coded_as_text_and_read_from_the_run(model_dir, tmp_path):
-    from pretrain.compression import trained_special_tokens_in_text
+    from pretrain.eval.compression import trained_special_tokens_in_text
 
     _, tokenizer = load_causal_lm(model_dir)
     text = "The <unk> river </s> ends"

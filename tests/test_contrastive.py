@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pretrain.config import parse_config
+from pretrain.data.tokenizer import set_post_processor, train_bpe_tokenizer
 from pretrain.objectives.contrastive import Contrastive, crop, paragraph_items, pool
 from pretrain.objectives.retrieval import (
     info_nce,
@@ -21,7 +22,6 @@ from pretrain.objectives.retrieval import (
     spearman,
 )
 from pretrain.settings import make_run_config
-from pretrain.tokenizer import set_post_processor, train_bpe_tokenizer
 
 TEXTS = [
     "The for statement iterates over the items of any sequence in the order they appear.",

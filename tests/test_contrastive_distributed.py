@@ -50,11 +50,11 @@ def worker(out: Path) -> None:
     from accelerate.utils import set_seed
 
     from pretrain.config import parse_config
+    from pretrain.data.tokenizer import set_post_processor, train_bpe_tokenizer
     from pretrain.objectives.contrastive import Contrastive
     from pretrain.runner import build_accelerator
     from pretrain.settings import make_run_config
-    from pretrain.tokenizer import set_post_processor, train_bpe_tokenizer
-    from pretrain.trainer import Trainer
+    from pretrain.train.trainer import Trainer
 
     cfg = parse_config(make_run_config(Contrastive.Config), [*WORKER_ARGS, f"--train.output_dir={out}"])
     accelerator = build_accelerator(cfg)

@@ -12,11 +12,11 @@ from accelerate.utils import set_seed
 from conftest import run_recipe
 
 from pretrain.config import parse_config
-from pretrain.data import load_embedded_corpus, load_raw_datasets
-from pretrain.evaluation import evaluate
+from pretrain.data.text import load_embedded_corpus, load_raw_datasets
+from pretrain.data.tokenizer import load_tokenizer
+from pretrain.eval.harness import evaluate
 from pretrain.objectives.contrastive import Contrastive, paragraph_items
 from pretrain.settings import DataConfig, make_run_config
-from pretrain.tokenizer import load_tokenizer
 
 METRICS = ("eval_loss", "recall@1", "recall@10", "mrr", "alignment", "uniformity", "pool_size")
 

@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 
-from pretrain.data import DataError, _materialize_stream, embedded_documents, load_text_file
+from pretrain.data.text import DataError, _materialize_stream, embedded_documents, load_text_file
 
 DOCS = ["First document.\nIt has two lines.", "Second document here.", "Third, with ünïcode — fine."]
 

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from pretrain.datapipe.dedup import drop_lines, first_occurrence, line_hashes, repeated_lines, text_hash
-from pretrain.datapipe.minhash import (
+from pretrain.prepare.dedup import drop_lines, first_occurrence, line_hashes, repeated_lines, text_hash
+from pretrain.prepare.minhash import (
     NearDedupConfig,
     band_keys,
     cluster_duplicates,

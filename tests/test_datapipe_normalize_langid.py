@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from pretrain.datapipe.langid import LangIdConfig, detect_language, language_failure
-from pretrain.datapipe.normalize import NormalizeConfig, normalize_text
+from pretrain.prepare.langid import LangIdConfig, detect_language, language_failure
+from pretrain.prepare.normalize import NormalizeConfig, normalize_text
 
 ENGLISH = "The committee met on Tuesday to discuss the budget for the new library and the park."
 GERMAN = "Der Ausschuss traf sich am Dienstag, um den Haushalt für die neue Bibliothek zu besprechen."

@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from pretrain.datapipe.pii import PIIConfig, cn_id_check_char, luhn_valid, placeholder, redact
+from pretrain.prepare.pii import PIIConfig, cn_id_check_char, luhn_valid, placeholder, redact
 
 TEMPLATES = (
     "Please contact {} for details.",

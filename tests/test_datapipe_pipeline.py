@@ -10,9 +10,9 @@ import datasets
 import pytest
 
 from pretrain.config import ConfigError, parse_config, save_config
-from pretrain.datapipe.cli import main, split_args
-from pretrain.datapipe.dedup import ExactDedupConfig
-from pretrain.datapipe.pipeline import DataPipeConfig, PipelineConfig, prepare, run_stages
+from pretrain.prepare.cli import main, split_args
+from pretrain.prepare.dedup import ExactDedupConfig
+from pretrain.prepare.pipeline import DataPipeConfig, PipelineConfig, prepare, run_stages
 
 SUBJECTS = (
     "The old farmer",

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pretrain.datapipe.quality import (
+from pretrain.prepare.quality import (
     QualityConfig,
     duplicate_fractions,
     duplicate_ngram_chars_fraction,

@@ -8,7 +8,7 @@ import random
 import datasets
 from conftest import run_recipe
 
-from pretrain.datapipe.cli import main as data_main
+from pretrain.prepare.cli import main as data_main
 
 
 def test_recipe_trains_on_pipeline_output(tmp_path, cache_dir):

@@ -11,11 +11,11 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from pretrain.data import embedded_documents
-from pretrain.fast_encode import TiktokenBatchEncoder, batch_encoder
+from pretrain.data.fast_encode import TiktokenBatchEncoder, batch_encoder
+from pretrain.data.packing import tokenize_dataset
+from pretrain.data.text import embedded_documents
+from pretrain.data.tokenizer import train_bpe_tokenizer
 from pretrain.objectives.t5 import sentinel_tokens
-from pretrain.packing import tokenize_dataset
-from pretrain.tokenizer import train_bpe_tokenizer
 
 WIKITEXT_LIKE = [
     " = Valkyria Chronicles III = \n",
@@ -138,7 +138,7 @@ def test_a_stripping_mask_token_keeps_the_fast_path_and_its_texts_go_through_tok
 )
 def test_tokenizers_is_kept_when_tiktoken_could_differ(edit, reason, caplog):
     tokenizer = _with_spec(_train(512), edit)
-    with caplog.at_level(logging.DEBUG, logger="pretrain.fast_encode"):
+    with caplog.at_level(logging.DEBUG, logger="pretrain.data.fast_encode"):
         encode = batch_encoder(tokenizer)
     assert not isinstance(encode, TiktokenBatchEncoder)
     assert reason in caplog.text

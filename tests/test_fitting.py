@@ -8,8 +8,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from pretrain.fitting import RunPoint, bootstrap_intervals, fit_scaling_law, load_run, main
-from pretrain.planning import HOFFMANN
+from pretrain.scaling.fitting import RunPoint, bootstrap_intervals, fit_scaling_law, load_run, main
+from pretrain.scaling.planning import HOFFMANN
 
 
 def _synthetic(n_range: tuple[float, float], d_range: tuple[float, float], k: int, seed: int) -> np.ndarray:
@@ -88,8 +88,8 @@ def test_fit_cli_prints_constants_and_writes_the_plot(tmp_path, capsys):
 def test_sweep_config_and_its_training_config_parse_strictly():
     from pretrain.config import parse_config
     from pretrain.objectives.causal import CausalLM
+    from pretrain.scaling.sweep import SweepConfig, grid_points, train_command
     from pretrain.settings import make_run_config
-    from pretrain.sweep import SweepConfig, grid_points, train_command
 
     sweep = parse_config(SweepConfig, [], "recipes/scaling/sweep.yaml").sweep
     points = grid_points(sweep)
@@ -106,7 +106,7 @@ def test_sweep_config_and_its_training_config_parse_strictly():
 
 def test_sweep_grid_names_and_bad_sizes():
     from pretrain.config import ConfigError
-    from pretrain.sweep import GridPoint, SweepSection, grid_points
+    from pretrain.scaling.sweep import GridPoint, SweepSection, grid_points
 
     assert GridPoint(128, 2, 4, 400_000).name == "h128_l2_d400k"
     assert GridPoint(64, 2, 2, 1_500_000).name == "h64_l2_d1.5M"

@@ -21,7 +21,7 @@ from transformers import (
     XLNetLMHeadModel,
 )
 
-from pretrain.flops import PEAK_FLOPS, count_params, lookup_peak_flops, training_flops_per_token
+from pretrain.scaling.flops import PEAK_FLOPS, count_params, lookup_peak_flops, training_flops_per_token
 
 VOCAB = 1000
 

@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 from conftest import make_trainer
 
-from pretrain.evaluation import evaluate
+from pretrain.eval.harness import evaluate
 
 
 def test_bits_per_byte_matches_a_hand_computation(tmp_path, cache_dir):

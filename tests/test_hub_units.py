@@ -17,8 +17,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from pretrain.config import ConfigError
-from pretrain.hub import HubError, Retry, describe, files_to_push, is_transient, with_retries
-from pretrain.model_card import MARKER, build_model_card, write_model_card
+from pretrain.hub.model_card import MARKER, build_model_card, write_model_card
+from pretrain.hub.push import HubError, Retry, describe, files_to_push, is_transient, with_retries
 
 
 def http_error(status: int, message: str = "") -> HfHubHTTPError:

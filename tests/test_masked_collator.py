@@ -18,9 +18,9 @@ ROWS, SEQ_LEN = 2048, 512  # 1,048,576 tokens per statistical test
 @pytest.fixture(scope="module")
 def tokenizer(cache_dir):
     """The project's byte-level BPE trained on the embedded corpus, with the masked objective's setup."""
-    from pretrain.data import load_raw_datasets
+    from pretrain.data.text import load_raw_datasets
+    from pretrain.data.tokenizer import build_tokenizer, set_post_processor
     from pretrain.settings import DataConfig
-    from pretrain.tokenizer import build_tokenizer, set_post_processor
 
     train_raw, _ = load_raw_datasets(DataConfig())
     tok = build_tokenizer("", train_raw, 2048, cache_dir)
@@ -30,7 +30,7 @@ def tokenizer(cache_dir):
 
 @pytest.fixture(scope="module")
 def corpus_text() -> str:
-    from pretrain.data import embedded_documents
+    from pretrain.data.text import embedded_documents
 
     return "\n\n".join(embedded_documents())
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_recipe
 from transformers import AutoTokenizer, pipeline
 
-from pretrain.evaluate_cli import run_eval
+from pretrain.eval.cli import run_eval
 
 
 def fill_mask(model_dir) -> list[dict]:

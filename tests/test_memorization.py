@@ -12,9 +12,9 @@ import torch
 from conftest import run_recipe
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from pretrain.compression import load_causal_lm
-from pretrain.evaluate_cli import main as eval_main
-from pretrain.memorization import (
+from pretrain.eval.cli import main as eval_main
+from pretrain.eval.compression import load_causal_lm
+from pretrain.eval.memorization import (
     compute_matched_lengths,
     greedy_continuations,
     memorization_report,
@@ -40,7 +40,7 @@ def planted_run(
     tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
 ) -> tuple[Path, list[str], list[str]]:
     """A tiny causal model trained on 100 ordinary documents plus 150 copies of PLANTED."""
-    from pretrain.data import load_raw_datasets
+    from pretrain.data.text import load_raw_datasets
     from pretrain.settings import DataConfig
 
     root = tmp_path_factory.mktemp("memorization")

@@ -12,9 +12,9 @@ import torch
 from conftest import REPO, run_recipe
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from pretrain.compression import load_causal_lm
-from pretrain.evaluate_cli import main as eval_main
-from pretrain.multiple_choice import (
+from pretrain.eval.cli import main as eval_main
+from pretrain.eval.compression import load_causal_lm
+from pretrain.eval.multiple_choice import (
     Question,
     compute_accuracy,
     encode_pair,

@@ -6,14 +6,14 @@ import datasets
 import numpy as np
 import torch
 
-from pretrain.packing import (
+from pretrain.data.packing import (
     block_attention_mask,
     document_positions,
     pack_blocks,
     token_stream,
     tokenize_dataset,
 )
-from pretrain.tokenizer import train_bpe_tokenizer
+from pretrain.data.tokenizer import train_bpe_tokenizer
 
 DOCS = [f"Document number {i} says {'hello ' * (i % 7 + 1)}and ends." for i in range(300)]
 

@@ -12,9 +12,9 @@ from conftest import check_run_contract, run_recipe
 from transformers import AutoTokenizer, XLNetLMHeadModel
 
 from pretrain.config import build_config, load_yaml
-from pretrain.evaluation import evaluate
+from pretrain.data.packing import pack_blocks
+from pretrain.eval.harness import evaluate
 from pretrain.objectives.permutation import PermutationConfig, PermutationLM
-from pretrain.packing import pack_blocks
 from pretrain.settings import make_run_config
 
 

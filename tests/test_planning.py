@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pretrain.flops import PEAK_FLOPS
-from pretrain.planning import (
+from pretrain.scaling.flops import PEAK_FLOPS
+from pretrain.scaling.planning import (
     HOFFMANN,
     build_plan,
     compute_optimal,

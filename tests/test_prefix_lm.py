@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pretrain.models import build_decoder_config
+from pretrain.objectives.models import build_decoder_config
 from pretrain.objectives.prefix_lm import prefix_lm_inputs
 from pretrain.settings import ModelConfig
 

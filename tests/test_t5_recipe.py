@@ -8,9 +8,9 @@ from conftest import check_run_contract, run_recipe
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from pretrain.config import ConfigError
-from pretrain.data import load_raw_datasets
+from pretrain.data.packing import pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.text import load_raw_datasets
 from pretrain.objectives.span_corruption import corrupt_spans
-from pretrain.packing import pack_blocks, token_stream, tokenize_dataset
 from pretrain.settings import DataConfig
 
 

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from conftest import make_trainer, parameters
 
 from pretrain.objectives.causal import CausalLM
-from pretrain.trainer import TrainingStopped
+from pretrain.train.trainer import TrainingStopped
 
 
 def assert_same_parameters(a: dict, b: dict, atol: float = 1e-6) -> None:
@@ -194,7 +194,7 @@ def test_document_mask_logits_equal_packed_or_alone(tmp_path, cache_dir):
 
 
 def test_rotation_keeps_newest_best_and_latest(tmp_path):
-    from pretrain.checkpoint import rotate_checkpoints
+    from pretrain.train.checkpoint import rotate_checkpoints
 
     for step in range(1, 6):
         (tmp_path / f"checkpoint-{step}").mkdir()

@@ -15,31 +15,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Train an objective: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]",
     ),
     "eval": (
-        "pretrain.evaluate_cli",
+        "pretrain.eval.cli",
         "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]",
     ),
     "compress": (
-        "pretrain.compression:compress_main",
+        "pretrain.eval.compress_cli:compress_main",
         "Compress a text file with a causal model (range coding): pretrain compress --model DIR IN OUT",
     ),
     "decompress": (
-        "pretrain.compression:decompress_main",
+        "pretrain.eval.compress_cli:decompress_main",
         "Restore a file written by compress: pretrain decompress --model DIR COMPRESSED OUT",
     ),
     "data": (
-        "pretrain.datapipe.cli",
+        "pretrain.prepare.cli",
         "Clean raw text into a dataset: pretrain data prepare --input PATH... --output DIR",
     ),
     "plan": (
-        "pretrain.planning",
+        "pretrain.scaling.planning",
         "Compute-optimal N and D for a budget: pretrain plan --compute FLOPS [--inference-tokens T]",
     ),
     "fit": (
-        "pretrain.fitting",
+        "pretrain.scaling.fitting",
         "Fit L(N, D) = E + A/N^alpha + B/D^beta to finished runs: pretrain fit RUN_DIR ...",
     ),
     "push": (
-        "pretrain.hub",
+        "pretrain.hub.push",
         "Push an output or checkpoint folder to the Hub: pretrain push DIR --repo-id user/name",
     ),
 }

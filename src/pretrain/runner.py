@@ -20,14 +20,14 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
 from pretrain.config import ConfigError, parse_config, to_dict
-from pretrain.data import DataError, cache_root, load_raw_datasets
-from pretrain.evaluation import compression_baselines, evaluate
-from pretrain.hub import HubError, check_hub_access, push_output
-from pretrain.monitoring import plot_curves
+from pretrain.data.text import DataError, cache_root, load_raw_datasets
+from pretrain.data.tokenizer import build_tokenizer, set_post_processor
+from pretrain.eval.harness import compression_baselines, evaluate
+from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
 from pretrain.objectives.base import Objective
 from pretrain.settings import make_run_config
-from pretrain.tokenizer import build_tokenizer, set_post_processor
-from pretrain.trainer import Trainer, TrainingStopped
+from pretrain.train.monitoring import plot_curves
+from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
 
@@ -164,6 +164,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         accelerator,
         config_yaml,
         flops_per_token(model, objective),
+        after_save=push_checkpoint,
     )
     if cfg.train.report_to:
         # wandb writes under output_dir (offline runs: output_dir/wandb/offline-run-*), not the cwd.
@@ -203,13 +204,13 @@ def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accele
 
 
 def count_parameters(model: Any) -> int:
-    from pretrain.flops import count_params
+    from pretrain.scaling.flops import count_params
 
     return count_params(model.config)
 
 
 def flops_per_token(model: Any, objective: Objective) -> float:
-    from pretrain.flops import training_flops_per_token
+    from pretrain.scaling.flops import training_flops_per_token
 
     return training_flops_per_token(model.config, objective.block_len())
 

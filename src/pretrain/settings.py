@@ -18,7 +18,7 @@ class ModelConfig:
     family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
     """Architecture family; objectives accept the families they can train."""
     preset: str = "tiny"
-    """Size preset from pretrain.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
+    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
     model_name_or_path: str = ""
     """Start from these pretrained weights (local dir or Hub id) instead of a fresh config."""
     tokenizer_name: str = ""

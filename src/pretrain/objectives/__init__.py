@@ -1,4 +1,10 @@
-"""Objectives by name. The table maps names to classes lazily (no import-time registration)."""
+"""The six objectives, each one module with its config section, collator, loss, metrics and model
+factory, plus their shared base (`base`), collator helpers and the model-config builders (`models`).
+
+`OBJECTIVES` maps names to classes lazily (no import-time registration).
+
+May import: data, config, settings. Never train, eval, scaling, hub, runner or cli.
+"""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
-from pretrain.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.tokenizer import compute_token_bytes
 from pretrain.settings import NoObjectiveConfig
-from pretrain.tokenizer import compute_token_bytes
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,7 +45,7 @@ class Objective:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoObjectiveConfig
     families: ClassVar[tuple[str, ...]] = ()
-    post_processor: ClassVar[str] = "none"  # see pretrain.tokenizer.set_post_processor
+    post_processor: ClassVar[str] = "none"  # see pretrain.data.tokenizer.set_post_processor
     language_model: ClassVar[bool] = True  # report bits_per_byte
     fixed_length_rows: ClassVar[bool] = True  # rows are block_len() tokens; else count_tokens() counts
 

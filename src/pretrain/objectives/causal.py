@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from pretrain.models import build_decoder_config
+from pretrain.data.packing import block_attention_mask, document_positions
+from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
-from pretrain.packing import block_attention_mask, document_positions
-from pretrain.tokenizer import special_ids
+from pretrain.objectives.models import build_decoder_config
 
 
 class CausalLM(Objective):

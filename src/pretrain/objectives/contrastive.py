@@ -40,8 +40,9 @@ from transformers import (
 )
 
 from pretrain.config import ConfigError
-from pretrain.data import DataError
-from pretrain.fast_encode import batch_encoder
+from pretrain.data.fast_encode import batch_encoder
+from pretrain.data.text import DataError
+from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective
 from pretrain.objectives.masked import build_encoder_config
 from pretrain.objectives.retrieval import (
@@ -52,7 +53,6 @@ from pretrain.objectives.retrieval import (
     retrieval_stats,
     spearman,
 )
-from pretrain.tokenizer import special_ids
 
 
 @dataclass(frozen=True)

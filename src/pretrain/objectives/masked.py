@@ -28,13 +28,13 @@ from transformers import (
 )
 
 from pretrain.config import ConfigError
-from pretrain.models import resolve_shape
+from pretrain.data.packing import PackedBlocks
+from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
 from pretrain.objectives.causal import document_mask_inputs
 from pretrain.objectives.masking import build_masker
-from pretrain.packing import PackedBlocks
+from pretrain.objectives.models import resolve_shape
 from pretrain.settings import ModelConfig
-from pretrain.tokenizer import special_ids
 
 
 @dataclass(frozen=True)

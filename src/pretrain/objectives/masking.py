@@ -11,7 +11,7 @@ the transformers collator against this one on 32 x 512 batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from tokenizers import pre_tokenizers
@@ -19,8 +19,14 @@ from transformers import PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
 
-if TYPE_CHECKING:
-    from pretrain.objectives.masked import MaskedLMConfig
+
+class MaskingSettings(Protocol):
+    """The fields of the masked objective's config section that the masker reads."""
+
+    mlm_probability: float
+    mask_replace_prob: float
+    random_replace_prob: float
+    whole_word_mask: bool
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class Masker:
         return inputs, labels
 
 
-def build_masker(tokenizer: PreTrainedTokenizerBase, ocfg: MaskedLMConfig) -> Masker:
+def build_masker(tokenizer: PreTrainedTokenizerBase, ocfg: MaskingSettings) -> Masker:
     """A Masker from the objective's config section; whole words need a byte-level tokenizer."""
     if tokenizer.mask_token_id is None:
         raise ConfigError("the tokenizer has no mask token; masked LM needs one (the trained BPE has <mask>)")

@@ -18,10 +18,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, XLNetConfig, XLNetLMHeadModel
 
 from pretrain.config import ConfigError
-from pretrain.models import resolve_shape
+from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
+from pretrain.objectives.models import resolve_shape
 from pretrain.objectives.plm_collator import MAX_SPAN_LENGTH, PLM_PROBABILITY, PermutationCollator
-from pretrain.tokenizer import special_ids
 
 
 @dataclass(frozen=True)

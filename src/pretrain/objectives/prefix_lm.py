@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from pretrain.config import ConfigError
+from pretrain.data.packing import block_attention_mask, document_positions
 from pretrain.objectives.base import Batch
 from pretrain.objectives.causal import CausalLM
-from pretrain.packing import block_attention_mask, document_positions
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def prefix_lm_inputs(
 ) -> Batch:
     """input_ids, per-document position_ids, the prefix-LM mask (b, 1, t, t) and labels (-100 on prefixes).
 
-    A document is the run of tokens up to and including its EOS (pretrain.packing.document_positions);
+    A document is the run of tokens up to and including its EOS (pretrain.data.packing.document_positions);
     its prefix is its first floor(f * length) tokens with f uniform on [fraction_min, fraction_max),
     at most length - 1.
     """

@@ -20,10 +20,10 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, PreTrainedTokenizerBase, T5Config
 
 from pretrain.config import ConfigError
-from pretrain.models import llama_intermediate_size, resolve_shape
+from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective, token_loss
+from pretrain.objectives.models import llama_intermediate_size, resolve_shape
 from pretrain.objectives.span_corruption import compute_input_and_target_lengths, corrupt_spans, span_counts
-from pretrain.tokenizer import special_ids
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pretrain.data import DataError
-from pretrain.fast_encode import batch_encoder
+from pretrain.data.fast_encode import batch_encoder
+from pretrain.data.text import DataError
 
 
 def tokenize_dataset(

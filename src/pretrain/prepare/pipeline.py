@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pretrain.config import ConfigError, save_config, to_dict
-from pretrain.datapipe.dedup import (
+from pretrain.prepare.dedup import (
     ExactDedupConfig,
     drop_lines,
     first_occurrence,
@@ -31,13 +31,13 @@ from pretrain.datapipe.dedup import (
     repeated_lines,
     text_hash,
 )
-from pretrain.datapipe.io import InputConfig, load_inputs
-from pretrain.datapipe.langid import LangIdConfig, language_failure
-from pretrain.datapipe.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
-from pretrain.datapipe.normalize import NormalizeConfig, normalize_text
-from pretrain.datapipe.pii import PII_TYPES, PIIConfig, redact
-from pretrain.datapipe.quality import QualityConfig, quality_failure
-from pretrain.datapipe.report import COUNTER_PREFIX, StageReport, render_summary, summarise_stage
+from pretrain.prepare.io import InputConfig, load_inputs
+from pretrain.prepare.langid import LangIdConfig, language_failure
+from pretrain.prepare.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
+from pretrain.prepare.normalize import NormalizeConfig, normalize_text
+from pretrain.prepare.pii import PII_TYPES, PIIConfig, redact
+from pretrain.prepare.quality import QualityConfig, quality_failure
+from pretrain.prepare.report import COUNTER_PREFIX, StageReport, render_summary, summarise_stage
 
 STAGES = ("normalize", "exact_dedup", "near_dedup", "quality", "langid", "pii")
 

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from pretrain.compression import load_causal_lm, max_positions
-from pretrain.data import DataError
+from pretrain.data.text import DataError
+from pretrain.eval.compression import load_causal_lm, max_positions
 
 # Field names of other formats -> ours.
 _ALIASES = {"ctx": "context", "goal": "context", "endings": "choices", "gold": "label"}

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from pretrain.compression import load_causal_lm, max_positions
 from pretrain.config import ConfigError
-from pretrain.fast_encode import batch_encoder
+from pretrain.data.fast_encode import batch_encoder
+from pretrain.eval.compression import load_causal_lm, max_positions
 
 PREFIX_TOKENS = 32  # k: prompt length (the issue's default; Carlini et al. 2023 use 50 and up)
 CONTINUATION_TOKENS = 32  # m: greedily decoded tokens compared with the truth
@@ -134,7 +134,7 @@ def run_memorization(
     """`pretrain eval --memorization`: the report for a saved model on its run's train/validation data."""
     import datasets
 
-    from pretrain.data import load_raw_datasets
+    from pretrain.data.text import load_raw_datasets
 
     model, tokenizer = load_causal_lm(model_dir)
     train_raw, valid_raw = load_raw_datasets(data_cfg)

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from pretrain.loader import eval_batches
+from pretrain.data.loader import eval_batches
 from pretrain.objectives.base import Objective
 
 EVAL_SEED = 1234  # masks/spans of evaluation batch i are drawn from (EVAL_SEED, i) every time

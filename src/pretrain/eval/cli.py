@@ -7,8 +7,8 @@ settings default to the run's own resolved_config.yaml, so `pretrain eval --mode
 exactly what training measured.
 
 Two more modes for causal and prefix-LM models: `--memorization [--prefix-tokens K]
-[--continuation-tokens M] [--samples N]` (pretrain.memorization) and `--multiple-choice FILE.jsonl`
-(pretrain.multiple_choice); they write memorization.json / multiple_choice.json in the model dir.
+[--continuation-tokens M] [--samples N]` (pretrain.eval.memorization) and `--multiple-choice FILE.jsonl`
+(pretrain.eval.multiple_choice); they write memorization.json / multiple_choice.json in the model dir.
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ def run_probe(own: dict[str, str], model_dir: Path, objective: str, cfg: Any) ->
     if "multiple-choice" in own and "memorization" in own:
         raise ConfigError("give --memorization or --multiple-choice FILE, not both (run pretrain eval twice)")
     if "multiple-choice" in own:
-        from pretrain.multiple_choice import run_multiple_choice
+        from pretrain.eval.multiple_choice import run_multiple_choice
 
         return run_multiple_choice(model_dir, own["multiple-choice"], objective), "multiple_choice.json"
-    from pretrain.memorization import CONTINUATION_TOKENS, NUM_SAMPLES, PREFIX_TOKENS, run_memorization
+    from pretrain.eval.memorization import CONTINUATION_TOKENS, NUM_SAMPLES, PREFIX_TOKENS, run_memorization
 
     def number(name: str, default: int) -> int:
         value = own.get(name, str(default))
@@ -124,10 +124,10 @@ def run_probe(own: dict[str, str], model_dir: Path, objective: str, cfg: Any) ->
 def run_eval(argv: list[str]) -> dict[str, Any]:
     from accelerate import Accelerator
 
-    from pretrain.data import load_raw_datasets
-    from pretrain.evaluation import compression_baselines, evaluate
+    from pretrain.data.text import load_raw_datasets
+    from pretrain.data.tokenizer import load_tokenizer
+    from pretrain.eval.harness import compression_baselines, evaluate
     from pretrain.objectives import get_objective
-    from pretrain.tokenizer import load_tokenizer
 
     own, rest = split_eval_args(argv)
     model_dir = Path(own["model"])
@@ -158,7 +158,7 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from pretrain.data import DataError
+    from pretrain.data.text import DataError
 
     try:
         results = run_eval(argv)

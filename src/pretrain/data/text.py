@@ -1,7 +1,7 @@
 """Raw text loading: the embedded default corpus, local files, saved datasets and Hub datasets.
 
 Everything here returns `datasets.Dataset`s with one `text` column; tokenization and packing live in
-pretrain.packing. The embedded corpus needs no network and no file from outside the project: it is
+pretrain.data.packing. The embedded corpus needs no network and no file from outside the project: it is
 built from the running interpreter's own documentation, so every CPython can train out of the box.
 """
 

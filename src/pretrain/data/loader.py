@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.data import DataError
+from pretrain.data.text import DataError
 
 Collate = Callable[[list[dict[str, torch.Tensor]], torch.Generator], dict[str, torch.Tensor]]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +22,20 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from pretrain.checkpoint import (
+from pretrain.config import ConfigError
+from pretrain.data.loader import TrainBatches
+from pretrain.eval.harness import evaluate
+from pretrain.objectives.base import Batch, Objective
+from pretrain.train.checkpoint import (
     TrainerState,
     load_checkpoint,
     resolve_checkpoint,
     rotate_checkpoints,
     save_checkpoint,
 )
-from pretrain.config import ConfigError
-from pretrain.distributed import configure_deepspeed, uses_deepspeed
-from pretrain.evaluation import evaluate
-from pretrain.hub import push_checkpoint
-from pretrain.loader import TrainBatches
-from pretrain.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
-from pretrain.objectives.base import Batch, Objective
-from pretrain.optim import build_optimizer, build_scheduler
+from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
+from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
+from pretrain.train.optim import build_optimizer, build_scheduler
 
 
 class TrainingStopped(RuntimeError):
@@ -63,6 +63,7 @@ class Trainer:
         accelerator: Accelerator,
         config_yaml: str,
         flops_per_token: float,
+        after_save: Callable[[Trainer, Path], None] | None = None,
     ) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
         self.objective = objective
@@ -71,6 +72,7 @@ class Trainer:
         self.eval_data = eval_data
         self.config_yaml = config_yaml
         self.flops_per_token = flops_per_token
+        self.after_save = after_save  # e.g. the Hub push per train.hub_strategy; called on every process
         self.tokens_per_step = (
             self.tcfg.micro_batch_size
             * self.tcfg.gradient_accumulation_steps
@@ -293,5 +295,6 @@ class Trainer:
         path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
         if self.accelerator.is_main_process:
             rotate_checkpoints(self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint)
-        push_checkpoint(self, path)  # per train.hub_strategy; a no-op unless pushing
+        if self.after_save is not None:
+            self.after_save(self, path)
         return path

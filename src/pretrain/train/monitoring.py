@@ -49,7 +49,7 @@ def resolve_peak_flops(configured: float, device: torch.device) -> float | None:
         return configured
     if device.type != "cuda":
         return None
-    from pretrain.flops import lookup_peak_flops
+    from pretrain.scaling.flops import lookup_peak_flops
 
     return lookup_peak_flops(torch.cuda.get_device_name(device))
 

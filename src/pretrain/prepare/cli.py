@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from pretrain.config import ConfigError, parse_config, valid_keys
-from pretrain.datapipe.pipeline import DataPipeConfig, prepare
-from pretrain.datapipe.report import render_summary
+from pretrain.prepare.pipeline import DataPipeConfig, prepare
+from pretrain.prepare.report import render_summary
 
 USAGE = """usage: pretrain data prepare --input PATH [PATH ...] --output DIR [--config YAML] [--section.key=value ...]
 

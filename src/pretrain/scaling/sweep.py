@@ -150,7 +150,7 @@ def run_sweep(cfg: SweepSection) -> list[Path]:
 
 def main(argv: list[str], default_config: str | Path | None = None) -> int:
     """Entry point of recipes/scaling/sweep.py: run the grid, then `pretrain fit` on its runs."""
-    from pretrain.fitting import main as fit_main
+    from pretrain.scaling.fitting import main as fit_main
 
     try:
         cfg = parse_config(SweepConfig, argv, default_config).sweep

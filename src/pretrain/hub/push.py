@@ -28,11 +28,10 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
-from pretrain.model_card import write_model_card
+from pretrain.hub.model_card import write_model_card
 
 if TYPE_CHECKING:
     from pretrain.settings import TrainConfig
-    from pretrain.trainer import Trainer
 
 T = TypeVar("T")
 
@@ -189,8 +188,11 @@ def push_output(tcfg: TrainConfig, output_dir: Path) -> str:
     return url
 
 
-def push_checkpoint(trainer: Trainer, checkpoint: Path) -> None:
+def push_checkpoint(trainer: Any, checkpoint: Path) -> None:
     """Push after a checkpoint save, per train.hub_strategy; call on every process.
+
+    `trainer` is the running `pretrain.train.trainer.Trainer` (typed loosely: hub sits beside train,
+    not above it); the runner hands this function to the trainer as its `after_save`.
 
     every_save pushes the model in Hugging Face format (gathered on all processes, written to a
     staging folder and removed after); all_checkpoints pushes the checkpoint folder to

@@ -28,7 +28,7 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
-from pretrain.planning import ScalingLaw, compute_optimal
+from pretrain.scaling.planning import ScalingLaw, compute_optimal
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, appendix D.2
 # Starting grid of Hoffmann et al. 2022, appendix D.2: alpha, beta in {0, .5, ..., 2},

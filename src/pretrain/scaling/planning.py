@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 from scipy.optimize import minimize_scalar
 
-from pretrain.flops import PEAK_FLOPS, count_params, training_flops_per_token
+from pretrain.scaling.flops import PEAK_FLOPS, count_params, training_flops_per_token
 
 TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022, table 3: ~20 tokens per parameter at every scale
 
@@ -105,7 +105,7 @@ def inference_optimal(compute: float, inference_tokens: float, law: ScalingLaw =
 
 def suggest_preset(params: float, family: str, vocab_size: int, seq_len: int) -> dict[str, float | str]:
     """The preset whose total parameter count is nearest `params` in log space."""
-    from pretrain.models import PRESETS, build_decoder_config
+    from pretrain.objectives.models import PRESETS, build_decoder_config
     from pretrain.settings import ModelConfig
 
     ids = {"bos": 0, "eos": 0, "pad": 0}
