@@ -19,7 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"config"},
     "data": BASE,
     "objectives": {"data"} | BASE,
-    "prepare": BASE,
+    # prepare's last stage (data tokenize, tokenizer train) writes data's shard format with data's encoder.
+    "prepare": {"data"} | BASE,
     "eval": {"objectives", "data"} | BASE,
     "scaling": {"objectives", "data"} | BASE,
     "hub": BASE,

@@ -28,7 +28,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "data": (
         "pretrain.prepare.cli",
-        "Clean raw text into a dataset: pretrain data prepare --input PATH... --output DIR",
+        "Clean raw text: pretrain data prepare --input PATH... --output DIR; "
+        "tokenize it into shards: pretrain data tokenize --input PATH... --output DIR --tokenizer TOK",
+    ),
+    "tokenizer": (
+        "pretrain.prepare.tokenize_cli:tokenizer_main",
+        "Train a byte-level BPE once: pretrain tokenizer train --input PATH... --output DIR --vocab-size N",
     ),
     "plan": (
         "pretrain.scaling.planning",

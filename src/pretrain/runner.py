@@ -20,7 +20,8 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
 from pretrain.config import ConfigError, parse_config, to_dict
-from pretrain.data.text import DataError, cache_root, load_raw_datasets
+from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
+from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
 from pretrain.eval.harness import compression_baselines, evaluate
 from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
@@ -90,9 +91,12 @@ def prepare_output_dir(cfg: Any) -> Path:
 def build_tokenizer_for(
     objective_cls: type[Objective], cfg: Any, train_raw: datasets.Dataset, accelerator: Accelerator
 ):
+    name = cfg.model.tokenizer_name or cfg.model.model_name_or_path
+    if isinstance(train_raw, ShardSet):
+        name = name or shard_tokenizer_name(train_raw)
     with accelerator.main_process_first():
         tokenizer = build_tokenizer(
-            cfg.model.tokenizer_name or cfg.model.model_name_or_path,
+            name,
             train_raw,
             cfg.model.vocab_size,
             cache_root(cfg.data),
@@ -126,8 +130,10 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
 def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
     """(objective, model, train_data, eval_data, valid_raw) of a run: data, tokenizer, objective and
     model built one way for training, benchmarks and tests."""
-    train_raw, valid_raw = load_raw_datasets(cfg.data)
+    train_raw, valid_raw = load_run_datasets(cfg.data)
     tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    for shards in {s.path: s for s in (train_raw, valid_raw) if isinstance(s, ShardSet)}.values():
+        shards.check_tokenizer(tokenizer, cfg.data.special_tokens_in_text)
     objective = objective_cls(cfg, tokenizer)
     train_data = objective.build_dataset(train_raw, accelerator)
     eval_data = objective.build_dataset(valid_raw, accelerator)
@@ -183,7 +189,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         tokens_seen=state.tokens_seen,
         steps=state.step,
     )
-    if objective.language_model:
+    if objective.language_model and not isinstance(valid_raw, ShardSet):  # shards hold no text to compress
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))

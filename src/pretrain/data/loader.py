@@ -1,7 +1,10 @@
 """Deterministic, resumable batching: the data order is a pure function of (seed, position).
 
-Epoch e visits the blocks in `randperm(n, seed + e)`; global micro-batch k of an epoch holds the
-next `micro_batch_size * world_size` of them and rank r takes its contiguous slice. Resuming from a
+Epoch e visits the blocks in the order of `BlockPermutation(n, seed, e)`, a bijection of [0, n)
+computed per position (a Feistel network with cycle-walking), so the order costs O(1) memory however
+many blocks there are (a stored `randperm` takes 8 bytes per block: 32 GB at 1 T tokens); global
+micro-batch k of an epoch holds the next `micro_batch_size * world_size` positions and rank r takes
+its contiguous slice. Resuming from a
 checkpoint therefore jumps straight to the saved position (no re-reading from the start), and the
 collator's randomness is seeded from the same position, so a resumed run sees exactly the same
 batches, masks and spans as an uninterrupted one.
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pretrain.data.text import DataError
@@ -25,6 +29,48 @@ def seeded_generator(*parts: int) -> torch.Generator:
     for p in parts:
         seed = (seed * 1_000_003 + int(p)) % (2**63 - 1)
     return torch.Generator().manual_seed(seed)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic): a fast, well-spread hash."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class BlockPermutation:
+    """A pseudo-random bijection of [0, n), a pure function of (n, seed, epoch), evaluated per index.
+
+    A balanced Feistel network over 2k bits (4^k >= n) is a bijection of [0, 4^k); cycle-walking
+    (re-applying it while the value is >= n) restricts it to a bijection of [0, n), in under 4 rounds
+    of walking on average since 4^k < 4n. Six Feistel rounds with splitmix64 round functions.
+    """
+
+    rounds = 6
+
+    def __init__(self, n: int, seed: int, epoch: int) -> None:
+        self.n = n
+        self.half_bits = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+        base = (int(seed) * 1_000_003 + int(epoch)) & _MASK64
+        keys = _mix64(np.arange(1, self.rounds + 1, dtype=np.uint64) + np.uint64(base))
+        self.keys = [np.uint64(k) for k in keys]
+
+    def _feistel(self, x: np.ndarray) -> np.ndarray:
+        bits, mask = np.uint64(self.half_bits), np.uint64((1 << self.half_bits) - 1)
+        left, right = x >> bits, x & mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix64(right ^ key) & mask)
+        return (left << bits) | right
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        """The permuted index of each position (int64 array in, int64 array out)."""
+        x = self._feistel(np.asarray(positions, dtype=np.uint64))
+        while (outside := x >= np.uint64(self.n)).any():
+            x[outside] = self._feistel(x[outside])
+        return x.astype(np.int64)
 
 
 @dataclass
@@ -46,17 +92,10 @@ class TrainBatches:
                 f"the training set has {len(self.dataset)} sequences, fewer than one global micro-batch "
                 f"({self.micro_batch_size} x {self.world_size} processes); give more data or lower train.micro_batch_size"
             )
-        self._perm_epoch, self._perm = -1, None
 
     @property
     def epoch(self) -> float:
         return self.position / self.per_epoch
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch != self._perm_epoch:
-            self._perm = torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch))
-            self._perm_epoch = epoch
-        return self._perm
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
@@ -65,7 +104,8 @@ class TrainBatches:
         epoch, k = divmod(self.position, self.per_epoch)
         global_bs = self.micro_batch_size * self.world_size
         start = k * global_bs + self.rank * self.micro_batch_size
-        indices = self._permutation(epoch)[start : start + self.micro_batch_size].tolist()
+        positions = np.arange(start, start + self.micro_batch_size)
+        indices = BlockPermutation(len(self.dataset), self.seed, epoch)(positions).tolist()
         batch = self.collate(
             [self.dataset[i] for i in indices], seeded_generator(self.seed, self.position, self.rank)
         )

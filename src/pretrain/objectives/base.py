@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
 from pretrain.data.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
+from pretrain.data.shard_set import ShardBlocks, ShardSet
 from pretrain.data.tokenizer import compute_token_bytes
 from pretrain.settings import NoObjectiveConfig
 
@@ -89,8 +90,13 @@ class Objective:
         """Tokens per packed block; objectives that add tokens (T5, BERT) override this."""
         return self.cfg.data.seq_len
 
-    def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> PackedBlocks:
-        """Tokenize (cached, main process first) and pack into fixed blocks."""
+    def build_dataset(
+        self, raw: datasets.Dataset | ShardSet, accelerator: Accelerator
+    ) -> PackedBlocks | ShardBlocks:
+        """Tokenize (cached, main process first) and pack into fixed blocks; shards are already
+        tokenized: their blocks are slices of the memory-mapped stream."""
+        if isinstance(raw, ShardSet):
+            return ShardBlocks(raw, self.block_len())
         with accelerator.main_process_first():
             data = self.cfg.data
             tokenized = tokenize_dataset(

@@ -207,6 +207,11 @@ class Contrastive(Objective):
     # --- data ------------------------------------------------------------------------------
     def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> datasets.Dataset:
         """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors."""
+        if not isinstance(raw, datasets.Dataset):
+            raise DataError(
+                "the contrastive objective reads paragraphs of text, not token shards; give it "
+                "--data.train_file=TEXT (a file or `pretrain data prepare` output)"
+            )
         with accelerator.main_process_first():
             texts = self._supervised_rows(raw) if self.ocfg.mode == "supervised" else None
             if texts is None:

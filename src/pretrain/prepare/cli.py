@@ -12,7 +12,7 @@ USAGE = """usage: pretrain data prepare --input PATH [PATH ...] --output DIR [--
 
 Cleans raw text (txt / jsonl / parquet files, directories of them, saved datasets, Hub ids NAME[:CONFIG])
 into DIR, a `datasets.load_from_disk` dataset with a `text` column, plus DIR/report.json and DIR/report.md.
-See docs/data.md. Config keys:
+See docs/data.md. `pretrain data tokenize --help`: text -> Megatron-format token shards. Config keys:
 """
 
 
@@ -49,6 +49,10 @@ def split_args(argv: list[str]) -> tuple[list[str], str, list[str]]:
 
 def main(argv: list[str]) -> int:
     """Entry point of `pretrain data`; returns the process exit status."""
+    if argv and argv[0] == "tokenize":
+        from pretrain.prepare.tokenize_cli import tokenize_main
+
+        return tokenize_main(argv[1:])
     wants_help = any(arg in ("-h", "--help") for arg in argv)
     if wants_help or not argv or argv[0] != "prepare":
         keys = "\n  ".join(valid_keys(DataPipeConfig))
