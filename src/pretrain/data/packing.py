@@ -4,9 +4,12 @@ Tokenization runs through `datasets.map` (batched, cached, multi-process when as
 encoder directly (`fast_encode`: tiktoken where it gives the tokenizer's exact ids, else the Rust
 tokenizer's `encode_batch_fast`): it skips the attention masks and Python lists that run_clm's
 `tokenizer(texts)` builds and `group_texts` then concatenates with `sum(list, [])`.
-Packing never goes through Python lists at all: the tokenized Arrow column's flat values buffer
-*is* the concatenated stream (zero-copy, memory-mapped from the cache), and blocks are a reshape of
-it. So no token is dropped except the final partial block, and packing costs O(1) memory.
+Packing never goes through Python lists: the tokenized Arrow column's flat values are the
+concatenated stream and blocks are a reshape of it, so no token is dropped except the final partial
+block. But `token_stream` joins the column's chunks with `np.concatenate`, which copies: this
+in-memory path holds 4 bytes per token in every process. Corpora beyond memory are tokenized once
+with `pretrain data tokenize` and read from memory-mapped shards (pretrain.data.shard_set), where a
+block is a slice of the map and memory does not grow with the corpus.
 """
 
 from __future__ import annotations
