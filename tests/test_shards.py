@@ -71,7 +71,11 @@ def test_blocks_are_slices_of_the_concatenated_stream_across_shards(corpus, tmp_
 
 
 def test_a_pair_written_from_the_megatron_specification_reads_back(tmp_path):
-    docs = [np.array([5, 70000, 3], dtype=np.int32), np.array([], dtype=np.int32), np.array([1, 2], dtype=np.int32)]
+    docs = [
+        np.array([5, 70000, 3], dtype=np.int32),
+        np.array([], dtype=np.int32),
+        np.array([1, 2], dtype=np.int32),
+    ]
     lengths = [3, 0, 2]
     pointers = [0, 12, 12]
     (tmp_path / "spec.bin").write_bytes(b"".join(d.tobytes() for d in docs))
@@ -96,7 +100,9 @@ def test_datatrove_megatron_shards_read_back_identically(corpus, tmp_path):
     from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer
 
     _, tok, docs = corpus
-    step = MegatronDocumentTokenizer(str(tmp_path / "dt"), tokenizer_name_or_path=str(tok / "tokenizer.json"), eos_token="</s>")
+    step = MegatronDocumentTokenizer(
+        str(tmp_path / "dt"), tokenizer_name_or_path=str(tok / "tokenizer.json"), eos_token="</s>"
+    )
     step.run(iter(Document(text=d, id=str(i)) for i, d in enumerate(docs)))
     shards = load_shard_set(tmp_path / "dt")
     assert shards.meta is None and shards.tokenizer_dir is None
@@ -218,3 +224,10 @@ def test_the_cli_refuses_a_foreign_output_dir_in_one_error_line(corpus, tmp_path
                           "--shard-tokens", "0"], capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "must be >= 1" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_an_empty_input_writes_nothing(corpus, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="could not read inputs|hold no documents"):
+        tokenize_to_shards([str(tmp_path / "empty.jsonl")], tmp_path / "out", str(corpus[1]), progress=False)
+    assert not (tmp_path / "out").exists()

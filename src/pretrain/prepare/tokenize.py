@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -68,11 +68,45 @@ def tokenize_to_shards(
         "shard_tokens": shard_tokens,
         "input_config": asdict(input_cfg),
     }
-    finished = _claim_output(out, identity)
-    if finished is not None:
+    if (out / META_NAME).is_file() and (finished := _claim_output(out, identity)) is not None:
         return finished
-    _save_tokenizer(tokenizer, out / "tokenizer")
-    ds = load_inputs(inputs, input_cfg, cache_dir or str(out / ".cache"))
+    with tempfile.TemporaryDirectory(prefix="pretrain-tokenize-") as scratch:
+        ds = _read_inputs(inputs, input_cfg, cache_dir or scratch)
+        _claim_output(out, identity)
+        _save_tokenizer(tokenizer, out / "tokenizer")
+        return _write_shards(out, ds, tokenizer, identity, tokenizer_dir, shard_tokens, num_proc,
+                             special_tokens_in_text, progress, on_shard)  # fmt: skip
+
+
+def _read_inputs(inputs: list[str], input_cfg: InputConfig, cache_dir: str) -> datasets.Dataset:
+    """The inputs as one Arrow-backed `text` dataset; unreadable or empty inputs are a DataError."""
+    try:
+        ds = load_inputs(inputs, input_cfg, cache_dir)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for empty or malformed files
+        raise DataError(
+            f"could not read inputs {inputs} ({type(err).__name__}: {str(err)[:120]}); check that they exist, "
+            "are in a supported format and hold text"
+        ) from err
+    if len(ds) == 0:
+        raise DataError(f"inputs {inputs} hold no documents; give files with text in them")
+    return ds
+
+
+def _write_shards(
+    out,
+    ds,
+    tokenizer,
+    identity,
+    tokenizer_dir,
+    shard_tokens,
+    num_proc,
+    special_tokens_in_text,
+    progress,
+    on_shard,
+) -> dict:
+    """Encode every document not yet in a complete shard, publish shards in order, then meta.json."""
     dtype = dtype_for_vocab(len(tokenizer))
     done = _complete_shards(out)
     start_row = sum(info.documents for info in done)
@@ -91,13 +125,12 @@ def tokenize_to_shards(
     if writer is not None:
         shards.append(writer.close())
     bar.close()
-    if not shards or sum(s.tokens for s in shards) == 0:
-        raise DataError(f"inputs {inputs} hold no documents; give files with text in them")
+    if not shards:
+        raise DataError(f"inputs {identity['inputs']} hold no documents; give files with text in them")
     meta = _meta(identity, tokenizer, tokenizer_dir, dtype, special_tokens_in_text, shards)
     (out / f".{META_NAME}.tmp").write_text(json.dumps(meta, indent=2))
     os.replace(out / f".{META_NAME}.tmp", out / META_NAME)
     (out / RUN_NAME).unlink()
-    shutil.rmtree(out / ".cache", ignore_errors=True)
     return meta
 
 
