@@ -33,6 +33,7 @@ class TrainerState:
     skipped_nonfinite: int = 0
     consecutive_nonfinite: int = 0
     skipped_spikes: int = 0
+    skipped_overflow: int = 0  # fp16 steps the loss scaler skipped (and halved its scale)
     recent_losses: list[float] = field(default_factory=list)
     best_eval_loss: float | None = None
     best_eval_step: int | None = None

@@ -47,7 +47,7 @@ class StepResult:
     loss: float
     grad_norm: float
     learning_rate: float
-    skipped: str | None  # None, "nonfinite" or "spike"
+    skipped: str | None  # None, "nonfinite", "spike" or "overflow" (fp16 loss scale)
 
 
 class Trainer:
@@ -144,10 +144,19 @@ class Trainer:
         grad_norm = float(norm) if norm is not None else float("nan")
         # Under DeepSpeed the engine has already stepped inside backward: a guard can count and
         # stop, but not undo (DeepSpeed's fp16 loss scaler does skip overflowing steps itself).
-        skipped = self._guard(loss, grad_norm)
+        scaler = acc.scaler  # fp16 only; clip_grad_norm_ has unscaled the gradients
+        # A finite loss with non-finite gradients under fp16 is a loss-scale overflow, routine in early
+        # steps: the scaler skips the step and halves its scale; the non-finite guard does not count it.
+        if scaler is not None and math.isfinite(loss) and not math.isfinite(grad_norm):
+            skipped = "overflow"
+            self.state.skipped_overflow += 1
+        else:
+            skipped = self._guard(loss, grad_norm)
         learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
-        if skipped is None:
-            self.optimizer.step()
+        if skipped in (None, "overflow"):
+            self.optimizer.step()  # Accelerate's step runs scaler.step() and scaler.update()
+        elif scaler is not None:
+            scaler.update()  # after unscale_, update() must run before the next step's unscale_
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(loss=loss, grad_norm=grad_norm, learning_rate=learning_rate, skipped=skipped)
@@ -267,6 +276,8 @@ class Trainer:
             "epoch": self.batches.epoch,
             "skipped_nonfinite": state.skipped_nonfinite,
             "skipped_spikes": state.skipped_spikes,
+            "skipped_overflow": state.skipped_overflow,
+            "loss_scale": self.accelerator.scaler.get_scale() if self.accelerator.scaler else None,
         }
 
     def _periodic_eval(self, evals: MetricsLog) -> None:
