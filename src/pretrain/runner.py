@@ -27,6 +27,7 @@ from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_
 from pretrain.objectives.base import Objective
 from pretrain.settings import make_run_config
 from pretrain.train.monitoring import plot_curves
+from pretrain.train.plan import check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
@@ -140,6 +141,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     """Run one training job end to end; returns the final evaluation metrics."""
     accelerator = build_accelerator(cfg)
     check_launch(accelerator)
+    check_parallel_launch(cfg.parallel, accelerator)
     if cfg.train.push_to_hub:
         check_hub_access(cfg.train, contact_endpoint=accelerator.is_main_process)
     set_seed(cfg.train.seed)

@@ -101,7 +101,9 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainerState:
     return state
 
 
-def rotate_checkpoints(output_dir: Path, keep: int, best: str | None, also_keep: set[str] = frozenset()) -> None:
+def rotate_checkpoints(
+    output_dir: Path, keep: int, best: str | None, also_keep: set[str] = frozenset()
+) -> None:
     """Delete all but the `keep` newest checkpoints, never the best one, the one `latest` names, nor
     those in `also_keep` (the full checkpoints that incremental ones are deltas of)."""
     if keep <= 0:

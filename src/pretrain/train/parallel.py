@@ -24,7 +24,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
 from torch import nn
 
 from pretrain.config import ConfigError
@@ -103,6 +102,12 @@ class DataParallelPlan:
     def prepare(self, model: nn.Module, optimizer: Any, scheduler: Any) -> tuple:
         return self.accelerator.prepare(model, optimizer, scheduler)
 
+    def forward_backward(self, objective: Any, model: nn.Module, batch: dict, scale: float) -> torch.Tensor:
+        """One micro-step: the objective's summed loss of `batch` (detached), its gradient times `scale` added."""
+        out = objective.compute_loss(model, batch)
+        self.backward(out.loss_sum * scale)
+        return out.loss_sum.detach()
+
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(loss)
 
@@ -158,11 +163,15 @@ class ShardedPlan(DataParallelPlan):
     def __init__(self, accelerator: Accelerator, layout: Layout) -> None:
         super().__init__(accelerator)
         self.layout = layout
-        self.name = "+".join(n for n, s in (("fsdp2", layout.dp_shard), ("tp", layout.tp), ("pp", layout.pp)) if s > 1)
+        self.name = "+".join(
+            n for n, s in (("fsdp2", layout.dp_shard), ("tp", layout.tp), ("pp", layout.pp)) if s > 1
+        )
         # rank = dp_rank * (tp * pp) + model-parallel rank: the ranks of one model replica read the same batch.
         group_size = layout.tp * layout.pp
         self.dp_size, self.dp_rank = layout.dp, accelerator.process_index // group_size
-        self.dp_group = _new_groups([[d * group_size + m for d in range(layout.dp)] for m in range(group_size)])
+        self.dp_group = _new_groups(
+            [[d * group_size + m for d in range(layout.dp)] for m in range(group_size)]
+        )
 
     def shard_model(self, model: nn.Module, output_dir: Path) -> nn.Module:
         if self.layout.tp > 1:
@@ -186,7 +195,9 @@ class ShardedPlan(DataParallelPlan):
             tp_size=self.layout.tp, fsdp_size=self.layout.dp_shard if self.layout.dp_shard > 1 else None
         )
         sharded = type(model).from_pretrained(
-            str(staging), distributed_config=distributed, attn_implementation=model.config._attn_implementation
+            str(staging),
+            distributed_config=distributed,
+            attn_implementation=model.config._attn_implementation,
         )
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -199,7 +210,9 @@ class ShardedPlan(DataParallelPlan):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh(self.accelerator.device.type, (self.layout.dp_shard,), mesh_dim_names=("dp_shard",))
+        mesh = init_device_mesh(
+            self.accelerator.device.type, (self.layout.dp_shard,), mesh_dim_names=("dp_shard",)
+        )
         blocks = set(getattr(model, "_no_split_modules", None) or ())
         layers = [m for m in model.modules() if type(m).__name__ in blocks]
         if not layers:
@@ -313,35 +326,3 @@ def clip_grad_norm_per_mesh(params: list[nn.Parameter], max_norm: float) -> floa
         for grads in groups.values():
             torch._foreach_mul_(grads, coef)
     return total
-
-
-def build_plan(pcfg: ParallelConfig, accelerator: Accelerator, model: nn.Module) -> DataParallelPlan:
-    """The plan for this run, or a ConfigError when the layout cannot take effect as asked."""
-    fsdp_launch = accelerator.distributed_type == DistributedType.FSDP
-    if fsdp_launch and accelerator.device.type == "cpu":
-        raise ConfigError(
-            "the accelerate launch config asks for FSDP, which Accelerate ignores on CPU (it would run plain DDP); "
-            "launch with configs/accelerate/ddp.yaml and set --parallel.dp_shard_size=N (torch fully_shard)"
-        )
-    if not pcfg.model_parallel():
-        return DataParallelPlan(accelerator)
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        raise ConfigError(
-            f"the `parallel` section cannot combine with a {accelerator.distributed_type.value} launch; launch "
-            "with configs/accelerate/ddp.yaml (or torchrun), or drop the parallel.* sizes"
-        )
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if type(model).__name__ not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
-        raise ConfigError(f"the `parallel` section cannot shard {type(model).__name__}; {WORKS}")
-    layout = resolve_layout(pcfg, accelerator.num_processes, accelerator.device.type)
-    if layout.world == 1:
-        raise ConfigError(
-            f"parallel sizes ({layout.describe()}) need several processes but this run has one; launch with "
-            "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (CPU) or torchrun"
-        )
-    if layout.pp > 1:
-        from pretrain.train.pipeline import PipelinePlan
-
-        return PipelinePlan(accelerator, layout, pcfg)
-    return ShardedPlan(accelerator, layout)

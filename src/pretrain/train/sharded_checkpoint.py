@@ -82,14 +82,20 @@ class ShardedCheckpointer:
                 f"train.checkpoint_format=accelerate cannot save the sharded {plan.name} layout; use sharded or auto"
             )
         if self.enabled and getattr(plan.accelerator, "distributed_type", None) == "DEEPSPEED":
-            raise ConfigError("sharded checkpoints are not built for DeepSpeed; set train.checkpoint_format=accelerate")
+            raise ConfigError(
+                "sharded checkpoints are not built for DeepSpeed; set train.checkpoint_format=accelerate"
+            )
         self.plan, self.output_dir, self.tcfg, self.config_yaml = plan, output_dir, tcfg, config_yaml
         self.main = plan.accelerator.is_main_process
         # Background writes must not share the training loop's process group (their collectives would interleave).
-        self.async_group = dist.new_group(backend="gloo") if tcfg.async_save and dist.is_initialized() else None
+        self.async_group = (
+            dist.new_group(backend="gloo") if tcfg.async_save and dist.is_initialized() else None
+        )
         self.executor = ThreadPoolExecutor(max_workers=1) if tcfg.async_save else None
         self.pending: tuple[Future, Callable[[], None]] | None = None
-        self.base: dict[Path_, np.ndarray] | None = None  # bytes of this process's shard at the last full save
+        self.base: dict[Path_, np.ndarray] | None = (
+            None  # bytes of this process's shard at the last full save
+        )
         self.base_name, self.since_full = "", 0
 
     # --- saving ------------------------------------------------------------------------------
@@ -121,7 +127,11 @@ class ShardedCheckpointer:
         if incremental:
             write_delta(tree, self.base, tmp / f"delta-rank{_rank()}.bin")
             self.since_full += 1
-            meta = {"base": self.base_name, "index": self.since_full, "world_size": self.plan.accelerator.num_processes}
+            meta = {
+                "base": self.base_name,
+                "index": self.since_full,
+                "world_size": self.plan.accelerator.num_processes,
+            }
             extras[INCREMENTAL_FILE] = json.dumps({**meta, "layout": self.plan.name})
             self._finish(tmp, final, extras, extras_bytes, on_complete)
             return final
@@ -131,7 +141,9 @@ class ShardedCheckpointer:
         if self.tcfg.incremental_save > 0:
             self.base, self.base_name, self.since_full = _leaf_bytes(staged), final.name, 0
         if background:
-            future = self.executor.submit(dcp.save, staged, checkpoint_id=str(tmp), process_group=self.async_group)
+            future = self.executor.submit(
+                dcp.save, staged, checkpoint_id=str(tmp), process_group=self.async_group
+            )
             self.pending = (future, lambda: self._finish(tmp, final, extras, extras_bytes, on_complete))
         else:
             dcp.save(staged, checkpoint_id=str(tmp))
@@ -143,7 +155,12 @@ class ShardedCheckpointer:
         return {"model": model_sd, "optimizer": optim_sd}
 
     def _finish(
-        self, tmp: Path, final: Path, extras: dict[str, str], extras_bytes: dict[str, bytes], on_complete: Callable
+        self,
+        tmp: Path,
+        final: Path,
+        extras: dict[str, str],
+        extras_bytes: dict[str, bytes],
+        on_complete: Callable,
     ) -> None:
         """Every process has written its part: complete the folder, rename it, move `latest`."""
         _barrier()
@@ -152,7 +169,10 @@ class ShardedCheckpointer:
                 (tmp / name).write_bytes(data)
             if INCREMENTAL_FILE in extras:
                 meta = json.loads(extras[INCREMENTAL_FILE])
-                meta["bytes"], meta["base_bytes"] = _dir_bytes(tmp), _dir_bytes(self.output_dir / meta["base"])
+                meta["bytes"], meta["base_bytes"] = (
+                    _dir_bytes(tmp),
+                    _dir_bytes(self.output_dir / meta["base"]),
+                )
                 extras[INCREMENTAL_FILE] = json.dumps(meta, indent=2)
                 print(
                     f"{final.name}: incremental, {meta['bytes'] / 1e6:.3f} MB beside {meta['base_bytes'] / 1e6:.3f} MB "
@@ -197,7 +217,11 @@ class ShardedCheckpointer:
             state = TrainerState(**json.loads((path / STATE_FILE).read_text()))
             module, torch_optimizer = self.plan.unwrap(model), _torch_optimizer(optimizer)
             tree = self._state_tree(model, optimizer)
-            meta = json.loads((path / INCREMENTAL_FILE).read_text()) if (path / INCREMENTAL_FILE).is_file() else None
+            meta = (
+                json.loads((path / INCREMENTAL_FILE).read_text())
+                if (path / INCREMENTAL_FILE).is_file()
+                else None
+            )
             if meta is not None:
                 self._check_layout(path, meta)
                 dcp.load(tree, checkpoint_id=str(path.parent / meta["base"]))
@@ -317,7 +341,9 @@ def write_delta(tree: Any, base: dict[Path_, np.ndarray], file: Path) -> dict[st
             continue
         current = _as_bytes(value)
         if path not in base or base[path].size != current.size:
-            raise ConfigError(f"state entry {path} changed shape since the full checkpoint; make a full save instead")
+            raise ConfigError(
+                f"state entry {path} changed shape since the full checkpoint; make a full save instead"
+            )
         if np.array_equal(current, base[path]):
             refs.append(path)
         else:

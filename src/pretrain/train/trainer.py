@@ -36,7 +36,7 @@ from pretrain.train.checkpoint import (
 from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
-from pretrain.train.parallel import build_plan
+from pretrain.train.plan import build_plan
 from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
 
 
@@ -134,9 +134,8 @@ class Trainer:
             if self.deepspeed:  # DeepSpeed steps inside backward at the boundary Accelerate reports
                 acc.gradient_state._set_sync_gradients(sync)
             with nullcontext() if sync else self.plan.no_sync(self.model), acc.autocast():
-                out = self.objective.compute_loss(self.model, batch)
-                self.plan.backward(out.loss_sum * scale)
-            local_loss += out.loss_sum.detach().double()
+                loss_sum = self.plan.forward_backward(self.objective, self.model, batch, scale)
+            local_loss += loss_sum.double()
         loss = self._global_sum(float(local_loss)) / max(global_targets, 1.0)
         max_norm = self.tcfg.max_grad_norm if self.tcfg.max_grad_norm > 0 else float("inf")
         grad_norm = self.plan.clip_grad_norm(self.model, max_norm)  # one norm per device mesh
@@ -298,7 +297,9 @@ class Trainer:
         if self.state.best_eval_step == self.state.step:
             self.state.best_checkpoint = f"checkpoint-{self.state.step}"
         if self.checkpointer.enabled:
-            return self.checkpointer.save(self.model, self.optimizer, self.scheduler, self.state, self._saved, blocking)
+            return self.checkpointer.save(
+                self.model, self.optimizer, self.scheduler, self.state, self._saved, blocking
+            )
         path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
         self._saved(path)
         return path
@@ -306,7 +307,10 @@ class Trainer:
     def _saved(self, path: Path) -> None:
         if self.accelerator.is_main_process:
             rotate_checkpoints(
-                self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint, protected_bases(self.output_dir)
+                self.output_dir,
+                self.tcfg.save_total_limit,
+                self.state.best_checkpoint,
+                protected_bases(self.output_dir),
             )
         if self.after_save is not None:
             self.after_save(self, path)
