@@ -163,9 +163,9 @@ class PipelinePlan(ShardedPlan):
             self.schedule.step(target=batch["labels"])
         else:
             self.schedule.step()
-        loss_sum = (
-            torch.stack(self.loss_sums).sum() if self.loss_sums else torch.zeros((), dtype=torch.float64)
-        )
+        # The first step also calls the loss once while the stages infer shapes: keep the real micro-batches'.
+        real = self.loss_sums[-self.microbatches :]
+        loss_sum = torch.stack(real).sum() if real else torch.zeros((), dtype=torch.float64)
         dist.broadcast(loss_sum, src=self.world - 1, group=self.pp_group)
         return loss_sum.detach()
 
