@@ -28,6 +28,7 @@ from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_
 from pretrain.objectives.base import Objective
 from pretrain.settings import make_run_config
 from pretrain.train.monitoring import plot_curves
+from pretrain.train.plan import check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
@@ -146,6 +147,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     """Run one training job end to end; returns the final evaluation metrics."""
     accelerator = build_accelerator(cfg)
     check_launch(accelerator)
+    check_parallel_launch(cfg.parallel, accelerator)
     if cfg.train.push_to_hub:
         check_hub_access(cfg.train, contact_endpoint=accelerator.is_main_process)
     set_seed(cfg.train.seed)
@@ -180,7 +182,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     state = trainer.train()
     save_final_model(objective, trainer, accelerator, out)
     batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
-    results = evaluate(objective, trainer.model, eval_data, accelerator, batch_size)
+    results = evaluate(objective, trainer.model, eval_data, trainer.plan.data_view, batch_size)
     results.update(
         objective=objective.name,
         world_size=accelerator.num_processes,
@@ -202,10 +204,10 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
 
 
 def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accelerator, out: Path) -> None:
-    """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP)."""
-    state_dict = accelerator.get_state_dict(trainer.model)
+    """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP/TP)."""
+    module, state_dict = trainer.plan.gather_state_dict(trainer.model)
     if accelerator.is_main_process:
-        objective.save_model(accelerator.unwrap_model(trainer.model), out, state_dict=state_dict)
+        objective.save_model(module, out, state_dict=state_dict)
     accelerator.wait_for_everyone()
 
 

@@ -145,6 +145,14 @@ class TrainConfig:
     """Branch to push to (empty = main)."""
     hub_strategy: Literal["end", "every_save", "all_checkpoints"] = "end"
     """When to push: at the end, at every checkpoint save (model only), or every checkpoint folder."""
+    checkpoint_format: Literal["auto", "accelerate", "sharded"] = "auto"
+    """'sharded': torch.distributed.checkpoint, every process writes its shard and a resume may change the
+    layout; 'accelerate': Accelerate's save_state; 'auto': sharded under a `parallel` layout or with
+    async_save/incremental_save, else accelerate. A resume reads either format."""
+    async_save: bool = False
+    """Write sharded checkpoints in a background thread (training goes on; `latest` moves when complete)."""
+    incremental_save: int = 0
+    """Saves between full ones that store only what changed since the last full save (0 = all full)."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -152,8 +160,44 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.incremental_save < 0:
+            raise ConfigError(f"train.incremental_save must be >= 0, got {self.incremental_save}")
+        if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):
+            raise ConfigError(
+                "train.async_save and train.incremental_save need train.checkpoint_format=sharded (or auto)"
+            )
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("train.push_to_hub=true needs train.hub_model_id=user/name")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """Model parallelism beyond data parallel (built by pretrain.train.parallel); data parallel
+    fills the rest of the world size. Sizes are process counts."""
+
+    tp_size: int = 1
+    """Tensor-parallel processes per model replica (transformers' tp_plan; llama family)."""
+    pp_size: int = 1
+    """Pipeline stages, one per process (torch.distributed.pipelining; causal decoders)."""
+    pp_schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
+    """Pipeline schedule: GPipe (all forwards, then all backwards), 1F1B, or interleaved 1F1B."""
+    pp_microbatches: int = 0
+    """Pipeline micro-batches each micro-batch is split into (0 = pp_size); divides micro_batch_size."""
+    dp_shard_size: int = 1
+    """Processes each parameter, gradient and optimizer state is sharded over (FSDP2 fully_shard)."""
+    cp_size: int = 1
+    """Context-parallel processes splitting each sequence (GPU only: no CPU attention kernels)."""
+
+    def __post_init__(self) -> None:
+        for name in ("tp_size", "pp_size", "dp_shard_size", "cp_size"):
+            if not 1 <= getattr(self, name) <= 4096:
+                raise ConfigError(f"parallel.{name} must be in 1..4096, got {getattr(self, name)}")
+        if self.pp_microbatches < 0:
+            raise ConfigError(f"parallel.pp_microbatches must be >= 0, got {self.pp_microbatches}")
+
+    def model_parallel(self) -> bool:
+        """True when any mechanism besides plain data parallel is asked for."""
+        return max(self.tp_size, self.pp_size, self.dp_shard_size, self.cp_size) > 1
 
 
 @dataclass(frozen=True)
@@ -169,6 +213,7 @@ def make_run_config(objective_cls: type) -> type:
             ("model", ModelConfig, field(default_factory=ModelConfig)),
             ("data", DataConfig, field(default_factory=DataConfig)),
             ("train", TrainConfig, field(default_factory=TrainConfig)),
+            ("parallel", ParallelConfig, field(default_factory=ParallelConfig)),
             ("objective", objective_cls, field(default_factory=objective_cls)),
         ],
         frozen=True,

@@ -102,8 +102,11 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainerState:
     return state
 
 
-def rotate_checkpoints(output_dir: Path, keep: int, best: str | None) -> None:
-    """Delete all but the `keep` newest checkpoints, never the best one nor the one `latest` names."""
+def rotate_checkpoints(
+    output_dir: Path, keep: int, best: str | None, also_keep: set[str] = frozenset()
+) -> None:
+    """Delete all but the `keep` newest checkpoints, never the best one, the one `latest` names, nor
+    those in `also_keep` (the full checkpoints that incremental ones are deltas of)."""
     if keep <= 0:
         return
     checkpoints = sorted(
@@ -111,7 +114,7 @@ def rotate_checkpoints(output_dir: Path, keep: int, best: str | None) -> None:
         key=lambda p: int(p.name.split("-")[-1]),
     )
     latest = (output_dir / LATEST_FILE).read_text().strip() if (output_dir / LATEST_FILE).is_file() else None
-    protected = {best, latest}
+    protected = {best, latest, *also_keep}
     for path in checkpoints[:-keep]:
         if path.name not in protected:
             shutil.rmtree(path, ignore_errors=True)

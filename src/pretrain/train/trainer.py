@@ -36,6 +36,8 @@ from pretrain.train.checkpoint import (
 from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
+from pretrain.train.plan import build_plan
+from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
 
 
 class TrainingStopped(RuntimeError):
@@ -73,10 +75,12 @@ class Trainer:
         self.config_yaml = config_yaml
         self.flops_per_token = flops_per_token
         self.after_save = after_save  # e.g. the Hub push per train.hub_strategy; called on every process
+        # Built once from the `parallel` section: DDP/DeepSpeed through Accelerate, or TP/FSDP2/PP.
+        self.plan = build_plan(cfg.parallel, accelerator, model)
         self.tokens_per_step = (
             self.tcfg.micro_batch_size
             * self.tcfg.gradient_accumulation_steps
-            * accelerator.num_processes
+            * self.plan.dp_size
             * objective.block_len()
         )
         # Packed objectives read exactly tokens_per_step; others (contrastive) count theirs each step.
@@ -88,6 +92,7 @@ class Trainer:
                     "varying length: set train.max_steps instead"
                 )
             self.max_steps = math.ceil(self.tcfg.max_tokens / self.tokens_per_step)
+        model = self.plan.shard_model(model, self.output_dir)
         if self.tcfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if self.tcfg.torch_compile:
@@ -97,34 +102,30 @@ class Trainer:
             configure_deepspeed(accelerator, self.tcfg)
         optimizer = build_optimizer(model, self.tcfg)
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = self.plan.prepare(model, optimizer, scheduler)
         self.batches = TrainBatches(
             train_data,
             objective.collate,
             self.tcfg.micro_batch_size,
             self.tcfg.seed,
-            accelerator.process_index,
-            accelerator.num_processes,
+            self.plan.dp_rank,
+            self.plan.dp_size,
         )
+        self.checkpointer = ShardedCheckpointer(self.plan, self.output_dir, self.tcfg, config_yaml)
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
 
     # --- one optimizer step ------------------------------------------------------------------
     def _global_sum(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
-        return (
-            float(self.accelerator.reduce(t, reduction="sum"))
-            if self.accelerator.num_processes > 1
-            else value
-        )
+        return self.plan.global_sum(value)  # over the data-parallel group: TP/PP ranks share a batch
 
     def train_step(self, micro_batches: list[Batch]) -> StepResult:
         """Forward/backward every micro-batch, then clip and update unless a guard skips the step."""
         acc = self.accelerator
         global_targets = self._global_sum(sum(self.objective.count_targets(b) for b in micro_batches))
-        # DDP averages gradients over processes; multiplying by world size turns that into a sum.
-        # DeepSpeed also divides each micro-step's loss by its accumulation steps: undo that too.
-        scale = acc.num_processes / max(global_targets, 1.0)
+        # DDP/FSDP2 average gradients over data-parallel ranks; multiplying by their number turns that
+        # into a sum. DeepSpeed also divides each micro-step's loss by its accumulation steps: undo that too.
+        scale = self.plan.dp_size / max(global_targets, 1.0)
         if self.deepspeed:
             scale *= len(micro_batches)
         local_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
@@ -132,16 +133,12 @@ class Trainer:
             sync = i == len(micro_batches) - 1
             if self.deepspeed:  # DeepSpeed steps inside backward at the boundary Accelerate reports
                 acc.gradient_state._set_sync_gradients(sync)
-            with nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
-                out = self.objective.compute_loss(self.model, batch)
-                acc.backward(out.loss_sum * scale)
-            local_loss += out.loss_sum.detach().double()
+            with nullcontext() if sync else self.plan.no_sync(self.model), acc.autocast():
+                loss_sum = self.plan.forward_backward(self.objective, self.model, batch, scale)
+            local_loss += loss_sum.double()
         loss = self._global_sum(float(local_loss)) / max(global_targets, 1.0)
         max_norm = self.tcfg.max_grad_norm if self.tcfg.max_grad_norm > 0 else float("inf")
-        norm = acc.clip_grad_norm_(
-            self.model.parameters(), max_norm
-        )  # DeepSpeed: its own clipped step's norm
-        grad_norm = float(norm) if norm is not None else float("nan")
+        grad_norm = self.plan.clip_grad_norm(self.model, max_norm)  # one norm per device mesh
         # Under DeepSpeed the engine has already stepped inside backward: a guard can count and
         # stop, but not undo (DeepSpeed's fp16 loss scaler does skip overflowing steps itself).
         scaler = acc.scaler  # fp16 only; clip_grad_norm_ has unscaled the gradients
@@ -186,7 +183,10 @@ class Trainer:
         if not spec:
             return
         path = resolve_checkpoint(self.output_dir, spec)
-        self.state = load_checkpoint(self.accelerator, path)
+        if is_sharded_checkpoint(path):
+            self.state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
+        else:
+            self.state = load_checkpoint(self.accelerator, path)
         self.batches.position = self.state.data_position
         self.accelerator.print(f"resumed from {path} at step {self.state.step}")
 
@@ -216,6 +216,7 @@ class Trainer:
         while state.step < self.max_steps:
             micro = [self._to_device(next(self.batches)) for _ in range(tcfg.gradient_accumulation_steps)]
             result = self.train_step(micro)
+            self.checkpointer.poll()  # completes an asynchronous save once every process has written it
             state.step += 1
             state.data_position = self.batches.position
             step_tokens = self._step_tokens(micro)
@@ -227,7 +228,7 @@ class Trainer:
             if result.skipped:
                 acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
             if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
-                path = save_checkpoint(acc, self.output_dir, state, self.config_yaml)
+                path = self.save(blocking=True)
                 raise TrainingStopped(
                     f"{state.consecutive_nonfinite} consecutive steps had a non-finite loss (last at step {state.step}); "
                     f"saved {path}; lower train.learning_rate or use bf16 instead of fp16, then resume"
@@ -244,6 +245,7 @@ class Trainer:
                 self._periodic_eval(evals)
             if tcfg.save_steps and state.step % tcfg.save_steps == 0:
                 self.save()
+        self.checkpointer.wait()
         bar.close()
         return state
 
@@ -286,7 +288,7 @@ class Trainer:
             self.objective,
             self.model,
             self.eval_data,
-            self.accelerator,
+            self.plan.data_view,
             batch_size,
             self.tcfg.eval_max_batches,
         )
@@ -299,13 +301,27 @@ class Trainer:
             f"step {self.state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
         )
 
-    def save(self) -> Path:
-        """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation)."""
+    def save(self, blocking: bool = False) -> Path:
+        """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).
+
+        Sharded saves may complete asynchronously: rotation and `after_save` then run when it is complete."""
         if self.state.best_eval_step == self.state.step:
             self.state.best_checkpoint = f"checkpoint-{self.state.step}"
+        if self.checkpointer.enabled:
+            return self.checkpointer.save(
+                self.model, self.optimizer, self.scheduler, self.state, self._saved, blocking
+            )
         path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.config_yaml)
+        self._saved(path)
+        return path
+
+    def _saved(self, path: Path) -> None:
         if self.accelerator.is_main_process:
-            rotate_checkpoints(self.output_dir, self.tcfg.save_total_limit, self.state.best_checkpoint)
+            rotate_checkpoints(
+                self.output_dir,
+                self.tcfg.save_total_limit,
+                self.state.best_checkpoint,
+                protected_bases(self.output_dir),
+            )
         if self.after_save is not None:
             self.after_save(self, path)
-        return path
