@@ -23,6 +23,7 @@ from pretrain.config import ConfigError, parse_config, to_dict
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
+from pretrain.eval.frequency import build_token_buckets, plot_loss_by_frequency
 from pretrain.eval.harness import compression_baselines, evaluate
 from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
 from pretrain.objectives.base import Objective
@@ -163,6 +164,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
         f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
     )
+    frequency = (
+        build_frequency_buckets(cfg, objective, train_data, accelerator) if objective.language_model else None
+    )
     trainer = Trainer(
         cfg,
         objective,
@@ -173,6 +177,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         config_yaml,
         flops_per_token(model, objective),
         after_save=push_checkpoint,
+        frequency=frequency,
     )
     if cfg.train.report_to:
         # wandb writes under output_dir (offline runs: output_dir/wandb/offline-run-*), not the cwd.
@@ -182,7 +187,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     state = trainer.train()
     save_final_model(objective, trainer, accelerator, out)
     batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
-    results = evaluate(objective, trainer.model, eval_data, trainer.plan.data_view, batch_size)
+    results = evaluate(
+        objective, trainer.model, eval_data, trainer.plan.data_view, batch_size, frequency=frequency
+    )
     results.update(
         objective=objective.name,
         world_size=accelerator.num_processes,
@@ -196,11 +203,20 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))
         plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png")
+        plot_loss_by_frequency(out / "eval_history.jsonl", results, out / "loss_by_frequency.png")
         print_summary(results)
     accelerator.end_training()
     if cfg.train.push_to_hub and accelerator.is_main_process:
         push_output(cfg.train, out)
     return results
+
+
+def build_frequency_buckets(cfg: Any, objective: Objective, train_data: Any, accelerator: Accelerator):
+    """Frequency buckets from the training token counts (main process first: it writes their cache)."""
+    with accelerator.main_process_first():
+        return build_token_buckets(
+            cfg.train.eval_frequency_buckets, train_data, len(objective.tokenizer), objective.token_bytes
+        )
 
 
 def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accelerator, out: Path) -> None:

@@ -119,6 +119,9 @@ class TrainConfig:
     """Cap on validation batches per periodic evaluation (0 = the whole set; the final one is whole)."""
     eval_batch_size: int = 0
     """Sequences per evaluation batch (0 = micro_batch_size)."""
+    eval_frequency_buckets: tuple[int, ...] = (100, 1000, 10000)
+    """Frequency-rank edges (token types, most frequent first in the training data) of the evaluations'
+    loss_by_frequency buckets: ranks 1-100, 101-1000, 1001-10000, 10001+ and unseen; empty = off."""
     save_steps: int = 0
     """Save a resumable checkpoint every this many optimizer steps (0 = none)."""
     save_total_limit: int = 2
@@ -165,6 +168,11 @@ class TrainConfig:
         if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):
             raise ConfigError(
                 "train.async_save and train.incremental_save need train.checkpoint_format=sharded (or auto)"
+            )
+        edges = self.eval_frequency_buckets
+        if any(e < 1 for e in edges) or list(edges) != sorted(set(edges)):
+            raise ConfigError(
+                f"train.eval_frequency_buckets must be positive, strictly increasing ranks, got {list(edges)}"
             )
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("train.push_to_hub=true needs train.hub_model_id=user/name")

@@ -78,6 +78,8 @@ class PackedBlocks:
 
     blocks: np.ndarray
     num_tokens: int
+    cache_files: tuple[str, ...] = ()  # the tokenized dataset's `datasets` cache files, if any
+    fingerprint: str = ""  # that dataset's `datasets` fingerprint (names caches derived from it)
 
     @property
     def efficiency(self) -> float:

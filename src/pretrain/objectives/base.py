@@ -11,6 +11,7 @@ across all micro-steps and ranks of an optimizer step, which is what makes token
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ class LossOutput:
     loss_sum: torch.Tensor
     num_targets: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Evaluation only: each target's token id (n,) and loss in nats (n,), for loss by token frequency.
+    target_ids: torch.Tensor | None = None
+    target_losses: torch.Tensor | None = None
 
 
 class Objective:
@@ -105,7 +109,9 @@ class Objective:
                 num_proc=data.num_proc,
                 special_tokens_in_text=data.special_tokens_in_text,
             )
-        return pack_blocks(token_stream(tokenized), self.block_len())
+        blocks = pack_blocks(token_stream(tokenized), self.block_len())
+        cache_files = tuple(f["filename"] for f in tokenized.cache_files)
+        return dataclasses.replace(blocks, cache_files=cache_files, fingerprint=tokenized._fingerprint)
 
     def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:
         """Turn dataset items into a model batch; all randomness comes from `generator`."""
@@ -151,16 +157,19 @@ def token_loss(
     """
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
     flat_labels = labels.reshape(-1)
-    loss_sum = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
     valid = flat_labels != -100
     if not with_stats:
+        loss_sum = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
         return LossOutput(loss_sum=loss_sum, num_targets=valid.sum())
+    losses = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="none")
     with torch.no_grad():
         correct = (flat_logits.argmax(-1) == flat_labels) & valid
         target_ids = flat_labels[valid]
         nbytes = token_bytes.to(target_ids.device)[target_ids].sum()
     return LossOutput(
-        loss_sum=loss_sum,
+        loss_sum=losses.sum(),
         num_targets=valid.sum(),
         stats={"correct": correct.sum(), "bytes": nbytes},
+        target_ids=target_ids,
+        target_losses=losses[valid],
     )

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
 from pretrain.data.loader import TrainBatches
+from pretrain.eval.frequency import TokenBuckets, scalar_metrics
 from pretrain.eval.harness import evaluate
 from pretrain.objectives.base import Batch, Objective
 from pretrain.train.checkpoint import (
@@ -66,6 +67,7 @@ class Trainer:
         config_yaml: str,
         flops_per_token: float,
         after_save: Callable[[Trainer, Path], None] | None = None,
+        frequency: TokenBuckets | None = None,
     ) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
         self.objective = objective
@@ -77,6 +79,7 @@ class Trainer:
         self.after_save = after_save  # e.g. the Hub push per train.hub_strategy; called on every process
         # Built once from the `parallel` section: DDP/DeepSpeed through Accelerate, or TP/FSDP2/PP.
         self.plan = build_plan(cfg.parallel, accelerator, model)
+        self.frequency = frequency  # loss by token frequency in every evaluation (language models)
         self.tokens_per_step = (
             self.tcfg.micro_batch_size
             * self.tcfg.gradient_accumulation_steps
@@ -291,14 +294,17 @@ class Trainer:
             self.plan.data_view,
             batch_size,
             self.tcfg.eval_max_batches,
+            self.frequency,
         )
-        evals.write({"step": self.state.step, **results})
+        evals.write({"step": self.state.step, "tokens_seen": self.state.tokens_seen, **results})
+        results = scalar_metrics(results)
         if self.accelerator.trackers:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
         if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
             self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
         self.accelerator.print(
-            f"step {self.state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
+            f"step {self.state.step}: "
+            + " ".join(f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency"))
         )
 
     def save(self, blocking: bool = False) -> Path:
