@@ -40,6 +40,7 @@ EXPECTED_ROOT_FILES = {
     "resolved_config.yaml",
     "metrics.jsonl",
     "eval_history.jsonl",
+    "loss_by_frequency.png",
     "loss_curve.png",
 }
 

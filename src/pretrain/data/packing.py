@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import torch
@@ -91,6 +93,17 @@ class PackedBlocks:
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": torch.from_numpy(np.asarray(self.blocks[i], dtype=np.int64))}
+
+    def token_arrays(self) -> list[np.ndarray]:
+        """The tokens trained on, as arrays to count (here: the blocks themselves)."""
+        return [self.blocks]
+
+    @property
+    def counts_cache_path(self) -> Path | None:
+        """Where token counts of these blocks are cached: beside the `datasets` cache, if there is one."""
+        if not self.cache_files or not self.fingerprint:
+            return None
+        return Path(self.cache_files[0]).parent / f"token-counts-{self.fingerprint}-{self.blocks.shape[1]}.npy"
 
 
 def pack_blocks(stream: np.ndarray, seq_len: int) -> PackedBlocks:

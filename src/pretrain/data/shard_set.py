@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,20 @@ class ShardBlocks:
             raise IndexError(i)
         ids = self.source.slice(i * self.seq_len, (i + 1) * self.seq_len)
         return {"input_ids": torch.from_numpy(ids.astype(np.int64))}
+
+    def token_arrays(self, chunk_tokens: int = 1 << 24) -> Iterator[np.ndarray]:
+        """The tokens trained on (the whole blocks), read from the maps `chunk_tokens` at a time."""
+        end = len(self) * self.seq_len
+        for start in range(0, end, chunk_tokens):
+            yield self.source.slice(start, min(end, start + chunk_tokens))
+
+    @property
+    def counts_cache_path(self) -> Path | None:
+        """Token counts are cached in our shard directories (keyed by the view and block size)."""
+        if self.source.meta is None:
+            return None
+        key = f"{self.source.meta['tokenizer']['fingerprint']}-{self.source.start}-{self.source.stop}-{self.seq_len}"
+        return self.source.path / f"token-counts-{key}.npy"
 
 
 def load_shard_datasets(cfg: DataConfig) -> tuple[ShardSet, ShardSet]:

@@ -58,25 +58,26 @@ def load_or_count(path: Path, arrays: Iterable[np.ndarray], vocab_size: int) -> 
             return counts
     counts = count_token_ids(arrays, vocab_size)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, counts)
-    os.replace(tmp, path)
+    try:
+        np.save(tmp, counts)
+        os.replace(tmp, path)
+    except OSError:  # a read-only data directory: the counts are still right, only not cached
+        tmp.unlink(missing_ok=True)
     return counts
 
 
 def training_token_counts(data: Any, vocab_size: int) -> np.ndarray:
-    """Token counts of packed training data (`PackedBlocks`: the tokens trained on).
+    """Token counts of the packed training data (`PackedBlocks` or `ShardBlocks`: the tokens trained on).
 
-    With a `datasets` cache behind the tokenized data (`data.cache_files`), the counts are cached beside
-    it as token-counts-FINGERPRINT.npy; tokenized data held only in memory is counted in memory (one
-    np.bincount pass, ~0.2 s per 10M tokens: cheaper than hashing it for a cache key).
+    The blocks give their tokens as arrays (`token_arrays()`, streamed from the maps for shards) and
+    where to cache the counts (`counts_cache_path`: beside the `datasets` cache or in our shard
+    directory). Tokenized data held only in memory is counted in memory (one np.bincount pass, ~0.2 s
+    per 10M tokens: cheaper than hashing it for a cache key).
     """
-    arrays = [data.blocks]
-    cache_files = getattr(data, "cache_files", ())
-    fingerprint = getattr(data, "fingerprint", "")
-    if not cache_files or not fingerprint:
-        return count_token_ids(arrays, vocab_size)
-    path = Path(cache_files[0]).parent / f"token-counts-{fingerprint}-{data.blocks.shape[1]}.npy"
-    return load_or_count(path, arrays, vocab_size)
+    path = data.counts_cache_path
+    if path is None:
+        return count_token_ids(data.token_arrays(), vocab_size)
+    return load_or_count(path, data.token_arrays(), vocab_size)
 
 
 def bucket_names(edges: Sequence[int]) -> list[str]:
