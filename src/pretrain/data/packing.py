@@ -15,10 +15,9 @@ block is a slice of the map and memory does not grow with the corpus.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import datasets
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import torch
@@ -103,7 +102,9 @@ class PackedBlocks:
         """Where token counts of these blocks are cached: beside the `datasets` cache, if there is one."""
         if not self.cache_files or not self.fingerprint:
             return None
-        return Path(self.cache_files[0]).parent / f"token-counts-{self.fingerprint}-{self.blocks.shape[1]}.npy"
+        return (
+            Path(self.cache_files[0]).parent / f"token-counts-{self.fingerprint}-{self.blocks.shape[1]}.npy"
+        )
 
 
 def pack_blocks(stream: np.ndarray, seq_len: int) -> PackedBlocks:
