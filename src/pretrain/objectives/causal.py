@@ -24,7 +24,7 @@ class CausalLM(Objective):
     """Next-token prediction on packed blocks."""
 
     name = "causal"
-    families = ("gpt2", "llama")
+    families = ("gpt2", "llama", "olmo2", "qwen3")
 
     def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
@@ -51,7 +51,10 @@ class CausalLM(Objective):
         # Position i predicts token i + 1. Shifting the labels (pad one -100 at the end) instead of
         # slicing the logits avoids copying the (b, t, v) logits to make them contiguous.
         labels = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
-        return token_loss(logits, labels, self.token_bytes, with_stats=not model.training)
+        z_weight = self.cfg.train.z_loss_weight if model.training else 0.0
+        return token_loss(
+            logits, labels, self.token_bytes, with_stats=not model.training, z_loss_weight=z_weight
+        )
 
 
 def document_mask_inputs(input_ids: torch.Tensor, eos_id: int, causal: bool) -> dict[str, Any]:

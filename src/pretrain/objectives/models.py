@@ -60,18 +60,24 @@ def llama_intermediate_size(hidden_size: int) -> int:
 def build_decoder_config(
     cfg: ModelConfig, vocab_size: int, max_positions: int, special_ids: dict[str, int]
 ) -> PretrainedConfig:
-    """A GPT-2 or Llama config of the requested shape, with token ids taken from the tokenizer."""
-    from transformers import GPT2Config, LlamaConfig
+    """A GPT-2, Llama, OLMo 2 or Qwen3 config of the requested shape, token ids from the tokenizer.
+
+    OLMo 2 (OLMo et al. 2024: QK-norm, norms after attention/MLP) and Qwen3 (QK-norm per head) are
+    the stock transformers families with QK-norm (Dehghani et al. 2023), so their checkpoints load
+    with AutoModelForCausalLM.
+    """
+    from transformers import GPT2Config, LlamaConfig, Olmo2Config, Qwen3Config
 
     shape = resolve_shape(cfg)
-    ids = {
+    common = {
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
         "bos_token_id": special_ids["bos"],
         "eos_token_id": special_ids["eos"],
         "pad_token_id": special_ids["pad"],
     }
     if cfg.family == "gpt2":
         return GPT2Config(
-            vocab_size=vocab_size,
             n_positions=max_positions,
             n_embd=shape.hidden_size,
             n_layer=shape.num_layers,
@@ -79,19 +85,22 @@ def build_decoder_config(
             resid_pdrop=cfg.dropout,
             embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout,
-            **ids,
+            **common,
         )
-    if cfg.family == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            max_position_embeddings=max_positions,
-            hidden_size=shape.hidden_size,
-            intermediate_size=llama_intermediate_size(shape.hidden_size),
-            num_hidden_layers=shape.num_layers,
-            num_attention_heads=shape.num_heads,
-            num_key_value_heads=shape.num_heads,
-            attention_dropout=cfg.dropout,
-            tie_word_embeddings=True,
-            **ids,
+    classes = {"llama": LlamaConfig, "olmo2": Olmo2Config, "qwen3": Qwen3Config}
+    if cfg.family not in classes:
+        raise ConfigError(
+            f"model.family={cfg.family!r} is not a decoder-only family; use one of gpt2, {', '.join(classes)}"
         )
-    raise ConfigError(f"model.family={cfg.family!r} is not a decoder-only family; use gpt2 or llama")
+    extra = {"head_dim": shape.hidden_size // shape.num_heads} if cfg.family == "qwen3" else {}
+    return classes[cfg.family](
+        max_position_embeddings=max_positions,
+        hidden_size=shape.hidden_size,
+        intermediate_size=llama_intermediate_size(shape.hidden_size),
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_heads,
+        attention_dropout=cfg.dropout,
+        **extra,
+        **common,
+    )
