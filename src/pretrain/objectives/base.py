@@ -24,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
+from pretrain.data.mixture import MixtureBlocks, SourceSets
 from pretrain.data.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
 from pretrain.data.shard_set import ShardBlocks, ShardSet
 from pretrain.data.tokenizer import compute_token_bytes
@@ -95,12 +96,14 @@ class Objective:
         return self.cfg.data.seq_len
 
     def build_dataset(
-        self, raw: datasets.Dataset | ShardSet, accelerator: Accelerator
-    ) -> PackedBlocks | ShardBlocks:
+        self, raw: datasets.Dataset | ShardSet | SourceSets, accelerator: Accelerator
+    ) -> PackedBlocks | ShardBlocks | MixtureBlocks:
         """Tokenize (cached, main process first) and pack into fixed blocks; shards are already
         tokenized: their blocks are slices of the memory-mapped stream."""
         if isinstance(raw, ShardSet):
             return ShardBlocks(raw, self.block_len())
+        if isinstance(raw, SourceSets):
+            return MixtureBlocks(raw, self.block_len())
         with accelerator.main_process_first():
             data = self.cfg.data
             tokenized = tokenize_dataset(

@@ -114,6 +114,7 @@ class Trainer:
             self.plan.dp_rank,
             self.plan.dp_size,
         )
+        self.batches.check_budget(self.max_steps * self.tcfg.gradient_accumulation_steps)
         self.checkpointer = ShardedCheckpointer(self.plan, self.output_dir, self.tcfg, config_yaml)
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
@@ -283,6 +284,7 @@ class Trainer:
             "skipped_spikes": state.skipped_spikes,
             "skipped_overflow": state.skipped_overflow,
             "loss_scale": self.accelerator.scaler.get_scale() if self.accelerator.scaler else None,
+            **self.batches.source_metrics(),  # a mixture's tokens_seen_by_source, epochs_by_source
         }
 
     def _periodic_eval(self, evals: MetricsLog) -> None:
