@@ -179,12 +179,14 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
     accelerator.print(
         f"objective={objective.name} world_size={accelerator.num_processes} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-        f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
+        f"train_sequences={len(train_data) if hasattr(train_data, '__len__') else 'streamed'} "
+        f"eval_sequences={len(eval_data)} "
         f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
     )
-    frequency = (
-        build_frequency_buckets(cfg, objective, train_data, accelerator) if objective.language_model else None
-    )
+    counted = objective.language_model and hasattr(
+        train_data, "token_arrays"
+    )  # a stream is not counted ahead
+    frequency = build_frequency_buckets(cfg, objective, train_data, accelerator) if counted else None
     trainer = Trainer(
         cfg,
         objective,

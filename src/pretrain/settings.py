@@ -68,7 +68,8 @@ class DataConfig:
     dataset_config_name: str = ""
     """Hub dataset config, e.g. 'wikitext-103-raw-v1'."""
     streaming: bool = False
-    """Stream the Hub dataset's train split, reading only its first max_train_documents documents."""
+    """Stream the training data (train_file or the Hub dataset) through datasets' IterableDataset, tokenized
+    and packed on the fly; checkpoints hold the stream's position. Needs model.tokenizer_name."""
     sources: tuple[SourceConfig, ...] = ()
     """A training mixture: a list of {path, weight, name}; blocks are drawn by weight (replaces train_file)."""
     validation_sources: tuple[SourceConfig, ...] = ()

@@ -115,6 +115,13 @@ class TrainBatches:
         self.position += 1
         return batch
 
+    def state_dict(self) -> None:
+        """Nothing beyond `position`: the order is a pure function of (seed, position)."""
+        return None
+
+    def load_state_dict(self, state: None) -> None:
+        """Nothing to restore beyond `position` (set by the trainer)."""
+
     def check_budget(self, micro_batches: int) -> None:
         """Refuse now a run that would read past the data it may read (a mixture without repeats)."""
         if hasattr(self.dataset, "check_budget"):

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
-from pretrain.data.loader import TrainBatches
+from pretrain.data.streaming import train_batches
 from pretrain.eval.frequency import TokenBuckets, scalar_metrics
 from pretrain.eval.harness import evaluate
 from pretrain.objectives.base import Batch, Objective
@@ -106,7 +106,7 @@ class Trainer:
         optimizer = build_optimizer(model, self.tcfg)
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
         self.model, self.optimizer, self.scheduler = self.plan.prepare(model, optimizer, scheduler)
-        self.batches = TrainBatches(
+        self.batches = train_batches(
             train_data,
             objective.collate,
             self.tcfg.micro_batch_size,
@@ -192,6 +192,7 @@ class Trainer:
         else:
             self.state = load_checkpoint(self.accelerator, path)
         self.batches.position = self.state.data_position
+        self.batches.load_state_dict(self.state.data_state)
         self.accelerator.print(f"resumed from {path} at step {self.state.step}")
 
     def train(self) -> TrainerState:
@@ -313,6 +314,7 @@ class Trainer:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).
 
         Sharded saves may complete asynchronously: rotation and `after_save` then run when it is complete."""
+        self.state.data_state = self.batches.state_dict()  # a stream's position (collective); else None
         if self.state.best_eval_step == self.state.step:
             self.state.best_checkpoint = f"checkpoint-{self.state.step}"
         if self.checkpointer.enabled:
