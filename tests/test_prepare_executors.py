@@ -18,7 +18,9 @@ import datasets
 import pytest
 from test_datapipe_pipeline import GERMAN, _document
 
+from pretrain.data.text import load_text_file
 from pretrain.prepare.cli import main
+from pretrain.prepare.io import InputConfig, load_inputs
 from pretrain.prepare.pipeline import DataPipeConfig, run_stages
 
 PII = "Write to jane.doe@example.com or call +44 20 7946 0958."
@@ -106,6 +108,12 @@ def test_local_four_tasks_two_workers_equal_one_task(reference, tmp_path):
     assert prepare(inputs, tmp_path / "out", "--tasks", "4", "--workers", "2") == 0
     assert outcome(tmp_path / "out") == reference
     assert len(list((tmp_path / "out").glob("*.jsonl.gz"))) == 4
+    # The trainer's reader (--data.train_file=DIR) and `pretrain data tokenize`'s reader take the dir.
+    assert sorted(load_text_file(str(tmp_path / "out"))["text"]) == reference[0]
+    assert (
+        sorted(load_inputs([str(tmp_path / "out")], InputConfig(), str(tmp_path / "cache"))["text"])
+        == reference[0]
+    )
 
 
 def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch):
