@@ -216,3 +216,20 @@ def test_bad_inputs_fail_in_one_line_and_delete_nothing(tmp_path, capsys, monkey
     assert prepare(inputs, out, "--pipeline.stages=normalize,pii") == 2
     assert "belongs to a different run (config.pipeline.stages differs)" in _one_error_line(capsys)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_line_dedup_is_global_across_tasks(tmp_path):
+    footer = "Subscribe to our newsletter for more stories like this one."
+    shards = [
+        [f"First story about the harbour.\n{footer}"],
+        [f"Second story about the mill.\n{footer}", footer],
+    ]
+    inputs = []
+    for i, docs in enumerate(shards):
+        inputs.append(str(tmp_path / f"part{i}.jsonl"))
+        Path(inputs[-1]).write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    args = ("--pipeline.stages=exact_dedup", "--exact_dedup.lines=true", "--tasks", "2")
+    assert prepare(inputs, tmp_path / "out", *args) == 0
+    texts, counts = outcome(tmp_path / "out")
+    assert texts == sorted([shards[0][0], "Second story about the mill."])
+    assert counts[0][5:] == ({"repeated_lines": 1}, {"lines_removed": 1})
