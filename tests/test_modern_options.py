@@ -69,6 +69,23 @@ def test_z_loss_adds_weight_times_squared_logsumexp():
     torch.testing.assert_close(grad, expected)
 
 
+def test_chunked_head_z_loss_equals_the_full_logits_one():
+    from pretrain.objectives.head_loss import ChunkedCrossEntropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(20, 8, requires_grad=True)
+    weight = torch.randn(30, 8, requires_grad=True)
+    labels = torch.randint(0, 30, (20,))
+    labels[:3] = -100
+    total, z_sum = ChunkedCrossEntropy.apply(hidden, weight, labels, 7, torch.float32, 1e-2)
+    grads = torch.autograd.grad(total, (hidden, weight))
+    full = token_loss((hidden @ weight.T)[None], labels[None], torch.ones(30, dtype=torch.long), False, 1e-2)
+    torch.testing.assert_close(total - z_sum, full.loss_sum)
+    torch.testing.assert_close(z_sum, full.aux_sum)
+    for got, expected in zip(grads, torch.autograd.grad(full.training_loss(), (hidden, weight)), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["cosine", "linear", "wsd"])
 def test_schedules_reach_the_floor_at_the_last_step(kind):
     cfg = TrainConfig(
