@@ -207,11 +207,9 @@ class Contrastive(Objective):
 
     # --- data ------------------------------------------------------------------------------
     def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> datasets.Dataset:
-        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors."""
-        if isinstance(
-            raw, ShardSet
-        ):  # paragraphs of the index's documents, decoded with the shards' tokenizer
-            raw = raw.document_texts()  # (supervised mode needs jsonl rows: refused in __init__)
+        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors; shards
+        give the paragraphs of their documents, decoded with their tokenizer (supervised needs jsonl rows)."""
+        raw = raw.document_texts() if isinstance(raw, ShardSet) else raw
         if not isinstance(raw, datasets.Dataset):
             raise DataError(
                 "the contrastive objective reads paragraphs of text or of shard documents, not a stream or a "
