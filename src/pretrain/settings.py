@@ -18,7 +18,8 @@ class ModelConfig:
     family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
     """Architecture family; objectives accept the families they can train."""
     preset: str = "tiny"
-    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
+    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b; llama:
+    llama3-1b, llama3-3b, llama3-8b, Llama 3 shapes with grouped-query attention)."""
     model_name_or_path: str = ""
     """Start from these pretrained weights (local dir or Hub id) instead of a fresh config."""
     tokenizer_name: str = ""
@@ -35,6 +36,24 @@ class ModelConfig:
     """Dropout probability on attention, residual and embeddings (pretraining usually uses 0)."""
     max_position_embeddings: int = 0
     """Positions the model supports (tokens); 0 = data.seq_len."""
+    num_kv_heads: int = 0
+    """Key/value heads (llama grouped-query attention; divides the heads); 0 = the preset's (= heads)."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    """Decoder attention kernel (causal, prefix_lm). Packed documents: sdpa takes a dense (b, 1, t, t) mask
+    (the CPU path); flash_attention_2 (varlen) and flex_attention take only per-document position_ids.
+    eager is refused with packed or prefix masks (it adds boolean masks as numbers)."""
+    loss_kernel: Literal["auto", "chunked", "liger", "stock"] = "auto"
+    """Decoder LM loss: 'chunked' never builds the micro-batch's fp32 logits; 'liger' is liger-kernel's fused
+    linear cross-entropy (CUDA, extra `gpu`); 'auto' = liger on CUDA when installed, else chunked;
+    'stock' = the full logits (pretrain.objectives.head_loss)."""
+    loss_chunk_tokens: int = 1024
+    """Tokens per logits chunk of the chunked loss (one (chunk, vocab) fp32 block alive at a time)."""
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads < 0:
+            raise ConfigError(f"model.num_kv_heads must be >= 0, got {self.num_kv_heads}")
+        if not 1 <= self.loss_chunk_tokens <= 2**20:
+            raise ConfigError(f"model.loss_chunk_tokens must be in 1..1048576, got {self.loss_chunk_tokens}")
 
 
 @dataclass(frozen=True)

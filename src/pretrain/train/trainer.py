@@ -103,7 +103,9 @@ class Trainer:
         self.deepspeed = uses_deepspeed(accelerator)
         if self.deepspeed:
             configure_deepspeed(accelerator, self.tcfg)
-        optimizer = build_optimizer(model, self.tcfg)
+        optimizer = build_optimizer(
+            model, self.tcfg, fused=accelerator.device.type == "cuda" and not self.deepspeed
+        )
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
         self.model, self.optimizer, self.scheduler = self.plan.prepare(model, optimizer, scheduler)
         self.batches = train_batches(
