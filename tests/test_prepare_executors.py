@@ -129,8 +129,8 @@ def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch):
 
 
 STUB_SBATCH = """#!{python}
-# Records each submitted script, then runs an array job locally once per array index, like Slurm
-# would (in submission order, which is dependency order); other jobs (datatrove's merge_stats) are only recorded.
+# Records each submitted script, then runs an array job's indices locally, at once, like Slurm
+# would (jobs in submission order, which is dependency order); other jobs (datatrove's merge_stats) are only recorded.
 import os, re, shutil, subprocess, sys
 script, record = sys.argv[-1], os.environ["STUB_SLURM_RECORD"]
 number = len(os.listdir(record))
@@ -141,8 +141,9 @@ for arg in sys.argv[1:-1]:
     if arg.startswith("--export=ALL,"):
         env.update(kv.split("=", 1) for kv in arg[len("--export=ALL,"):].split(","))
 found = re.search(r"#SBATCH --array=0-(\\d+)", text)
-for index in range(int(found.group(1)) + 1 if "launch_pickled_pipeline" in text else 0):
-    subprocess.run(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(index)), check=True)
+indices = range(int(found.group(1)) + 1 if "launch_pickled_pipeline" in text else 0)
+tasks = [subprocess.Popen(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(i))) for i in indices]
+assert all(task.wait() == 0 for task in tasks)
 print(f"Submitted batch job {{number}}")
 """
 

@@ -156,7 +156,14 @@ def _executor(kind: str, cfg: ExecutorConfig, steps: list, tasks: int, logdir: P
 
 def _run_in_order(executors: list[tuple[str, Any]]) -> None:
     for name, executor in executors:
-        executor.run()
+        try:
+            executor.run()
+        except Exception as err:  # noqa: BLE001 - a task's own error, already logged in full by datatrove
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ConfigError(
+                f"stage {name} failed ({first}); see {executor.logging_dir.path}/logs; fix it and rerun "
+                "the same command: finished tasks are skipped"
+            ) from err
         failed = executor.get_incomplete_ranks()
         if failed:
             log = Path(executor.logging_dir.path) / "logs" / f"task_{failed[0]:05d}.log"
