@@ -5,6 +5,7 @@ a killed run finishes on rerun equal to an uninterrupted one; bad inputs fail in
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -116,12 +117,13 @@ def test_local_four_tasks_two_workers_equal_one_task(reference, tmp_path):
     )
 
 
-def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason="Ray is the `ray` extra; `make test` installs it")
+@pytest.mark.skipif(not importlib.util.find_spec("ray"), reason="Ray is the `ray` extra; `make test` has it")
+def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     inputs = write_corpus(tmp_path / "raw")
     args = ("--executor", "ray", "--tasks", "2", "--workers", "2", "--mem-per-cpu-gb", "0.25")
     assert prepare(inputs, tmp_path / "out", *args) == 0
+    assert "local Ray on 127.0.0.1 " in capsys.readouterr().err  # the node's address as Ray reports it
     assert outcome(tmp_path / "out") == reference
     import ray
 
@@ -204,7 +206,7 @@ def test_bad_inputs_fail_in_one_line_and_delete_nothing(tmp_path, capsys, monkey
     assert prepare(inputs, out, "--executor", "spark") == 2
     assert "unknown executor 'spark'" in _one_error_line(capsys) and not out.exists()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
-    if __import__("importlib").util.find_spec("ray"):
+    if importlib.util.find_spec("ray"):
         assert prepare(inputs, out, "--executor", "ray") == 2
         assert "cannot reach the Ray cluster" in _one_error_line(capsys) and not out.exists()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
