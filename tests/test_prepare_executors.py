@@ -209,6 +209,14 @@ def test_bad_inputs_fail_in_one_line_and_delete_nothing(tmp_path, capsys, monkey
     if importlib.util.find_spec("ray"):
         assert prepare(inputs, out, "--executor", "ray") == 2
         assert "cannot reach the Ray cluster" in _one_error_line(capsys) and not out.exists()
+    no_ray = "import sys; sys.modules['ray'] = None; from pretrain.prepare.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["prepare", "--input", *inputs, "--output", str(out), "--executor", "ray"]
+    done = subprocess.run([sys.executable, "-c", no_ray, *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().splitlines() == [
+        "error: pretrain data prepare: --executor ray needs Ray, which is not installed: "
+        "pip install 'pretrain[ray]' (or pip install ray==2.60.0)"
+    ]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert prepare(inputs, out, "--executor", "slurm", "--partition", "cpu") == 2
     assert "sbatch is not on PATH" in _one_error_line(capsys) and not out.exists()
