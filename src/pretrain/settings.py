@@ -57,6 +57,26 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One source of a data mixture (an item of data.sources / data.validation_sources)."""
+
+    path: str = ""
+    """A shard directory (`pretrain data tokenize` output, or bare .bin/.idx) or a raw input (tokenized
+    and cached on first use)."""
+    weight: float = 1.0
+    """Share of training blocks drawn from this source, relative to the others' weights (> 0)."""
+    name: str = ""
+    """Name in tokens_seen_by_source and eval_loss_by_source; empty = the path's file or folder name."""
+
+    def label(self) -> str:
+        """The source's name: `name`, else the last part of its path (without a .bin/.idx suffix)."""
+        from pathlib import PurePath
+
+        stem = PurePath(self.path.rstrip("/")).name
+        return self.name or stem.removesuffix(".bin").removesuffix(".idx").removesuffix(".jsonl") or self.path
+
+
+@dataclass(frozen=True)
 class DataConfig:
     train_file: str = ""
     """Local .txt/.jsonl/.json/.parquet file, or a `save_to_disk` dataset dir; empty = embedded corpus."""
@@ -67,7 +87,14 @@ class DataConfig:
     dataset_config_name: str = ""
     """Hub dataset config, e.g. 'wikitext-103-raw-v1'."""
     streaming: bool = False
-    """Stream the Hub dataset's train split, reading only its first max_train_documents documents."""
+    """Stream the training data (train_file or the Hub dataset) through datasets' IterableDataset, tokenized
+    and packed on the fly; checkpoints hold the stream's position. Needs model.tokenizer_name."""
+    sources: tuple[SourceConfig, ...] = ()
+    """A training mixture: a list of {path, weight, name}; blocks are drawn by weight (replaces train_file)."""
+    validation_sources: tuple[SourceConfig, ...] = ()
+    """Validation sets by source, {path, name} (weight unused); empty = a held-out tail of each source."""
+    mixture_repeat: bool = True
+    """A source smaller than its share repeats (its epochs are counted); false = stop with an error instead."""
     text_column: str = "text"
     """Column that holds the raw text."""
     validation_fraction: float = 0.05
@@ -86,6 +113,31 @@ class DataConfig:
     """Use at most this many training documents (0 = all); for quick experiments."""
     cache_dir: str = ""
     """Where tokenized/packed datasets and the embedded corpus are cached; empty = ~/.cache/pretrain."""
+
+    def __post_init__(self) -> None:
+        for key in ("sources", "validation_sources"):
+            sources = getattr(self, key)
+            for i, source in enumerate(sources):
+                if not source.path:
+                    raise ConfigError(f"data.{key}[{i}] has no path; give each source a path: DIR or FILE")
+                if not (source.weight > 0 and source.weight < float("inf")):
+                    raise ConfigError(
+                        f"data.{key}[{i}] ({source.label()}) has weight {source.weight}; weights must be "
+                        "finite and > 0 (drop a source instead of giving it weight 0)"
+                    )
+            names = [s.label() for s in sources]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"data.{key} names {names} repeat; give each source a distinct name")
+        if self.sources and (self.train_file or self.dataset_name):
+            raise ConfigError("data.sources replaces data.train_file/dataset_name; give one or the other")
+        if self.sources and self.validation_file:
+            raise ConfigError(
+                "with data.sources, give validation sets as data.validation_sources, not validation_file"
+            )
+        if self.validation_sources and not self.sources:
+            raise ConfigError(
+                "data.validation_sources needs data.sources; use data.validation_file otherwise"
+            )
 
 
 @dataclass(frozen=True)
