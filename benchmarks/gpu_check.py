@@ -175,7 +175,7 @@ def run_fsdp2_case(case: Case, out: Path, dry: bool) -> dict:
     import torch.distributed as dist
     from accelerate.utils import set_seed
 
-    from pretrain.data.loader import TrainBatches
+    from pretrain.data.streaming import train_batches
     from pretrain.runner import build_components, flops_per_token
     from pretrain.train.monitoring import model_flops_utilization, peak_memory_gb, resolve_peak_flops
     from pretrain.train.optim import build_optimizer, build_scheduler
@@ -195,7 +195,7 @@ def run_fsdp2_case(case: Case, out: Path, dry: bool) -> dict:
         optimizer = build_optimizer(model, cfg.train, fused=accelerator.device.type == "cuda")
         scheduler = build_scheduler(optimizer, cfg.train, case.steps)
         model, optimizer, scheduler = plan.prepare(model, optimizer, scheduler)
-        batches = TrainBatches(
+        batches = train_batches(
             train_data, objective.collate, cfg.train.micro_batch_size, cfg.train.seed, 0, 1
         )
         losses, timed_tokens, start = [], 0, None
@@ -259,6 +259,17 @@ def run_case(case: Case, root: Path, dry: bool) -> dict:
     return row
 
 
+def format_row(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"{r['name']:<40} {r['status']:<7} {r['steps']:>5} {r['error']}"
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+    loss = f"{r['first_loss']:.3f}->{r['loss']:.3f}"
+    return (
+        f"{r['name']:<40} {'ok':<7} {r['steps']:>5} {r['tokens_per_second']:>10.0f} {mfu:>6} "
+        f"{r['peak_memory_gb']:>9.2f} {loss:>15} {r['seconds']:>5.0f}  {r['notes']}"
+    )
+
+
 def format_table(rows: list[dict], device: str) -> str:
     head = f"{'check':<40} {'status':<7} {'steps':>5} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9} {'loss':>15} {'s':>5}  notes"
     lines = [
@@ -266,17 +277,7 @@ def format_table(rows: list[dict], device: str) -> str:
         head,
         "-" * len(head),
     ]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(f"{r['name']:<40} {r['status']:<7} {r['steps']:>5} {r['error']}")
-            continue
-        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
-        loss = f"{r['first_loss']:.3f}->{r['loss']:.3f}"
-        lines.append(
-            f"{r['name']:<40} {'ok':<7} {r['steps']:>5} {r['tokens_per_second']:>10.0f} {mfu:>6} "
-            f"{r['peak_memory_gb']:>9.2f} {loss:>15} {r['seconds']:>5.0f}  {r['notes']}"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + [format_row(r) for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         print(f"--- {case.name}", flush=True)
         rows.append(run_case(case, root, args.dry_run))
+        print(f"=== {format_row(rows[-1])}", flush=True)  # stays in the log if the time limit cuts the run
     table = format_table(rows, device)
     print("\n" + table)
     root.mkdir(parents=True, exist_ok=True)
