@@ -2,6 +2,7 @@
 
 Rows (each a short training run through the same Trainer and plans as `pretrain train`):
 - causal Llama 125m and 1b, bf16, seq 2,048, torch.compile off and on: tokens/s, MFU, peak memory;
+  the 1b once more with activation checkpointing;
 - fp16 (dynamic loss scale) for 50 steps, overflow-skipped steps counted;
 - FSDP2 (`fully_shard` per decoder layer, pretrain.train.parallel.ShardedPlan) on one GPU, 20 steps;
 - 20 steps of every objective at its recipe's size (recipes/<name>/config.yaml), bf16.
@@ -72,6 +73,8 @@ def build_cases(dry: bool) -> list[Case]:
         for p, mb in (("125m", 16), ("1b", 8))
         for c in ("false", "true")
     ]
+    ckpt = (*lm("1b", 8), "--train.gradient_checkpointing=true")
+    cases.append(Case("causal llama-1b bf16 activation ckpt", "causal", ckpt, steps))
     fp16 = tuple(o.replace("bf16", "fp16") for o in lm("125m", 8))
     cases.append(Case("causal llama-125m fp16 (loss scale)", "causal", fp16, 3 if dry else 50))
     small = (*TINY, "--train.micro_batch_size=2") if dry else ()
