@@ -28,6 +28,7 @@ class CausalLM(Objective):
 
     name = "causal"
     families = ("gpt2", "llama")
+    attention_choice = True
 
     def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
