@@ -198,6 +198,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         tokens_seen=state.tokens_seen,
         steps=state.step,
     )
+    if trainer.downstream:  # the in-loop evaluation after the last step (train.downstream_tasks)
+        results["downstream"] = trainer.downstream.last
     if objective.language_model and not isinstance(valid_raw, ShardSet):  # shards hold no text to compress
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
