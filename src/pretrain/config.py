@@ -69,6 +69,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} expects a list, got {value!r}")
         return tuple(_coerce(v, item_tp, key) for v in value)
+    if dataclasses.is_dataclass(tp):  # an item of a list of mappings (data.sources)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping of {list(_field_types(tp))}, got {value!r}")
+        types_ = _field_types(tp)
+        unknown = sorted(set(value) - set(types_))
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {unknown}; valid: {list(types_)}")
+        return tp(**{k: _coerce(v, types_[k], f"{key}.{k}") for k, v in value.items()})
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -20,6 +20,7 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
 from pretrain.config import ConfigError, parse_config, to_dict
+from pretrain.data.mixture import SourceSets, load_mixture, tokenizer_data
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
@@ -27,6 +28,7 @@ from pretrain.eval.frequency import build_token_buckets, plot_loss_by_frequency
 from pretrain.eval.harness import compression_baselines, evaluate
 from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
 from pretrain.objectives.base import Objective
+from pretrain.prepare.sources import source_shards
 from pretrain.settings import make_run_config
 from pretrain.train.monitoring import plot_curves
 from pretrain.train.plan import check_parallel_launch
@@ -132,9 +134,13 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
 def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
     """(objective, model, train_data, eval_data, valid_raw) of a run: data, tokenizer, objective and
     model built one way for training, benchmarks and tests."""
-    train_raw, valid_raw = load_run_datasets(cfg.data)
-    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
-    for shards in {s.path: s for s in (train_raw, valid_raw) if isinstance(s, ShardSet)}.values():
+    if cfg.data.sources:
+        train_raw, valid_raw, tokenizer = load_sources(objective_cls, cfg, accelerator)
+    else:
+        train_raw, valid_raw = load_run_datasets(cfg.data)
+        tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    sets = [s for raw in (train_raw, valid_raw) for s in (raw.sets if isinstance(raw, SourceSets) else [raw])]
+    for shards in {s.path: s for s in sets if isinstance(s, ShardSet)}.values():
         shards.check_tokenizer(tokenizer, cfg.data.special_tokens_in_text)
     objective = objective_cls(cfg, tokenizer)
     train_data = objective.build_dataset(train_raw, accelerator)
@@ -142,6 +148,18 @@ def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Acce
     model = objective.build_model()
     check_model_fits(model, objective.tokenizer, objective.block_len())
     return objective, model, train_data, eval_data, valid_raw
+
+
+def load_sources(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
+    """(train, validation, tokenizer) of a data.sources mixture; raw sources are tokenized into cached
+    shards with the run's tokenizer first (main process first, the others then reuse them)."""
+    tokenizer = build_tokenizer_for(objective_cls, cfg, tokenizer_data(cfg.data), accelerator)
+
+    def shard_path(source: Any) -> str:
+        with accelerator.main_process_first():
+            return source_shards(source, tokenizer, cfg.data, progress=accelerator.is_local_main_process)
+
+    return (*load_mixture(cfg.data, shard_path), tokenizer)
 
 
 def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
@@ -161,12 +179,14 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
     accelerator.print(
         f"objective={objective.name} world_size={accelerator.num_processes} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-        f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
+        f"train_sequences={len(train_data) if hasattr(train_data, '__len__') else 'streamed'} "
+        f"eval_sequences={len(eval_data)} "
         f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
     )
-    frequency = (
-        build_frequency_buckets(cfg, objective, train_data, accelerator) if objective.language_model else None
-    )
+    counted = objective.language_model and hasattr(
+        train_data, "token_arrays"
+    )  # a stream is not counted ahead
+    frequency = build_frequency_buckets(cfg, objective, train_data, accelerator) if counted else None
     trainer = Trainer(
         cfg,
         objective,
@@ -190,6 +210,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     results = evaluate(
         objective, trainer.model, eval_data, trainer.plan.data_view, batch_size, frequency=frequency
     )
+    for name, part in getattr(eval_data, "parts", ()):  # a mixture: the loss on each validation source
+        by_source = evaluate(objective, trainer.model, part, trainer.plan.data_view, batch_size)
+        results.setdefault("eval_loss_by_source", {})[name] = by_source["eval_loss"]
     results.update(
         objective=objective.name,
         world_size=accelerator.num_processes,
@@ -200,7 +223,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     )
     if trainer.downstream:  # the in-loop evaluation after the last step (train.downstream_tasks)
         results["downstream"] = trainer.downstream.last
-    if objective.language_model and not isinstance(valid_raw, ShardSet):  # shards hold no text to compress
+    if objective.language_model and isinstance(
+        valid_raw, datasets.Dataset
+    ):  # shards hold no text to compress
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))

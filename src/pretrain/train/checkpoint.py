@@ -38,6 +38,7 @@ class TrainerState:
     best_eval_loss: float | None = None
     best_eval_step: int | None = None
     best_checkpoint: str | None = None
+    data_state: dict | None = None  # streaming: every process's stream state and partial block
 
 
 def save_checkpoint(
