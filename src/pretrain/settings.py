@@ -193,6 +193,14 @@ class TrainConfig:
     eval_frequency_buckets: tuple[int, ...] = (100, 1000, 10000)
     """Frequency-rank edges (token types, most frequent first in the training data) of the evaluations'
     loss_by_frequency buckets: ranks 1-100, 101-1000, 1001-10000, 10001+ and unseen; empty = off."""
+    downstream_tasks: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks (causal/prefix-LM) evaluated during training, e.g. [arc_easy, python_docs_mc]."""
+    downstream_eval_steps: int = 0
+    """Run the downstream tasks every this many optimizer steps (0 = only after the last step)."""
+    downstream_limit: int = 100
+    """Documents per downstream task and evaluation (0 = all; bounds the cost of in-loop evaluation)."""
+    downstream_include_path: str = ""
+    """Folder of extra lm-eval task YAML files for downstream_tasks (local data; empty = none)."""
     save_steps: int = 0
     """Save a resumable checkpoint every this many optimizer steps (0 = none)."""
     save_total_limit: int = 2
@@ -234,6 +242,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("downstream_eval_steps", "downstream_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.incremental_save < 0:
             raise ConfigError(f"train.incremental_save must be >= 0, got {self.incremental_save}")
         if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):

@@ -35,6 +35,7 @@ from pretrain.train.checkpoint import (
     save_checkpoint,
 )
 from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
+from pretrain.train.downstream import DownstreamEval
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
 from pretrain.train.plan import build_plan
@@ -120,6 +121,11 @@ class Trainer:
         self.checkpointer = ShardedCheckpointer(self.plan, self.output_dir, self.tcfg, config_yaml)
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
+        self.downstream = (  # lm-eval tasks during training (train.downstream_tasks)
+            DownstreamEval(cfg, objective, accelerator, self.max_steps)
+            if self.tcfg.downstream_tasks
+            else None
+        )
 
     # --- one optimizer step ------------------------------------------------------------------
     def _global_sum(self, value: float) -> float:
@@ -209,6 +215,8 @@ class Trainer:
             acc.is_main_process,
             state.step if tcfg.resume_from_checkpoint else None,
         )
+        if self.downstream:
+            self.downstream.open_log(self.output_dir, state.step if tcfg.resume_from_checkpoint else None)
         if self.peak_flops is None:
             acc.print("MFU: N/A (no peak FLOP/s known for this device; set --train.peak_flops to report it)")
         bar = tqdm(
@@ -250,6 +258,8 @@ class Trainer:
                 interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
             if tcfg.eval_steps and state.step % tcfg.eval_steps == 0 and state.step != self.max_steps:
                 self._periodic_eval(evals)
+            if self.downstream and self.downstream.due(state.step):
+                self.downstream.run(self.model, state.step, state.tokens_seen)
             if tcfg.save_steps and state.step % tcfg.save_steps == 0:
                 self.save()
         self.checkpointer.wait()
