@@ -15,8 +15,8 @@ from pretrain.config import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
-    """Architecture family; objectives accept the families they can train."""
+    family: Literal["gpt2", "llama", "olmo2", "qwen3", "bert", "roberta", "t5", "xlnet"] = "gpt2"
+    """Architecture family; objectives accept the families they can train (olmo2 and qwen3: QK-norm decoders)."""
     preset: str = "tiny"
     """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b; llama:
     llama3-1b, llama3-3b, llama3-8b, Llama 3 shapes with grouped-query attention)."""
@@ -36,6 +36,8 @@ class ModelConfig:
     """Dropout probability on attention, residual and embeddings (pretraining usually uses 0)."""
     max_position_embeddings: int = 0
     """Positions the model supports (tokens); 0 = data.seq_len."""
+    tie_word_embeddings: bool = True
+    """Decoders: share the input embedding with the output head (GPT-2); false = a separate head matrix."""
     num_kv_heads: int = 0
     """Key/value heads (llama grouped-query attention; divides the heads); 0 = the preset's (= heads)."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
@@ -168,12 +170,28 @@ class TrainConfig:
     """AdamW beta2."""
     adam_epsilon: float = 1e-8
     """AdamW epsilon."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'muon': torch.optim.Muon (Jordan et al. 2024) on the blocks' matrices, AdamW on embeddings, head,
+    norms and biases; its update is scaled to AdamW's RMS (Liu et al. 2025) so learning_rate carries over."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum (0.95 in Jordan et al. 2024)."""
+    z_loss_weight: float = 0.0
+    """Weight of the z-loss, weight x logsumexp(logits)^2 per target (PaLM, Chowdhery et al. 2022: 1e-4);
+    language-model objectives; logged as z_loss (nats per target)."""
     lr_scheduler_type: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     """Schedule after warmup; wsd = warmup-stable-decay."""
     warmup_steps: int = 30
     """Linear warmup length (optimizer steps)."""
     decay_fraction: float = 0.2
     """wsd only: fraction of max_steps spent in the final decay."""
+    seq_len_warmup_tokens: int = 0
+    """Sequence-length warmup (Li et al. 2022): rows grow from seq_len_warmup_start to data.seq_len linearly
+    over this many training tokens (causal; 0 = off)."""
+    seq_len_warmup_start: int = 64
+    """First row length of the sequence-length warmup (tokens; divides data.seq_len)."""
+    batch_size_warmup_tokens: int = 0
+    """Batch-size warmup (GPT-3): micro-steps per step grow from 1 to gradient_accumulation_steps linearly
+    over this many training tokens (0 = off)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 = no clipping)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -245,6 +263,18 @@ class TrainConfig:
         for name in ("downstream_eval_steps", "downstream_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "decay_fraction", "muon_momentum"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.z_loss_weight <= 1.0:
+            raise ConfigError(
+                f"train.z_loss_weight must be in [0, 1] (PaLM uses 1e-4), got {self.z_loss_weight}"
+            )
+        for name in ("seq_len_warmup_tokens", "batch_size_warmup_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.incremental_save < 0:
             raise ConfigError(f"train.incremental_save must be >= 0, got {self.incremental_save}")
         if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):
