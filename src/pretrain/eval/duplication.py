@@ -56,7 +56,7 @@ class DuplicationSection:
     """Held-out documents; empty = the embedded corpus' validation split, or a hash split of train_file."""
     counts: tuple[int, ...] = (1, 4, 16, 64)
     """Copies of each planted group in the duplicated corpus (k), one group per count."""
-    documents_per_count: int = 24
+    documents_per_count: int = 12
     """Documents planted per count k (the probe's sample size per k)."""
     min_document_chars: int = 600
     """Only documents at least this long are planted, so that each holds a probe window."""
