@@ -327,7 +327,8 @@ def plot_results(report: dict[str, Any], path: Path) -> None:
     losses = np.array([e["eval_loss"] for e in report["evaluations"]])
     fit = report["fit"]
     law = DataLaw(fit["E"], fit["B"], fit["beta"])
-    grid = np.logspace(np.log10(tokens.min()), np.log10(tokens.max()), 200)
+    start = max(tokens.min(), report["config"]["fit_min_tokens_per_param"] * report["non_embedding_params"])
+    grid = np.logspace(np.log10(start), np.log10(tokens.max()), 200)  # the fit, over the points it saw
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     ax.plot(tokens, losses, "o", ms=4, label="evaluations")
     ax.plot(grid, law.loss(grid), "-", label=f"L(D) = {law.E:.2f} + {law.B:.3g}/D^{law.beta:.2f}")
