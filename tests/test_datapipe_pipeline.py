@@ -169,7 +169,7 @@ def test_cli_writes_a_dataset_the_trainer_can_load_and_a_report(tmp_path, capsys
     inputs, docs = _write_inputs(tmp_path)
     out = tmp_path / "clean"
     argv = ["prepare", "--input", *inputs, "--output", str(out), "--input.text_column=content"]
-    assert main(argv) == 0
+    assert main([*argv, "--executor", "datasets"]) == 0
     ds = datasets.load_from_disk(str(out))
     assert ds.column_names == ["text"] and len(ds) > 0
     report = json.loads((out / "report.json").read_text())

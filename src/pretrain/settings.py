@@ -15,10 +15,11 @@ from pretrain.config import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
-    """Architecture family; objectives accept the families they can train."""
+    family: Literal["gpt2", "llama", "olmo2", "qwen3", "bert", "roberta", "t5", "xlnet"] = "gpt2"
+    """Architecture family; objectives accept the families they can train (olmo2 and qwen3: QK-norm decoders)."""
     preset: str = "tiny"
-    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
+    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b; llama:
+    llama3-1b, llama3-3b, llama3-8b, Llama 3 shapes with grouped-query attention)."""
     model_name_or_path: str = ""
     """Start from these pretrained weights (local dir or Hub id) instead of a fresh config."""
     tokenizer_name: str = ""
@@ -35,6 +36,26 @@ class ModelConfig:
     """Dropout probability on attention, residual and embeddings (pretraining usually uses 0)."""
     max_position_embeddings: int = 0
     """Positions the model supports (tokens); 0 = data.seq_len."""
+    tie_word_embeddings: bool = True
+    """Decoders: share the input embedding with the output head (GPT-2); false = a separate head matrix."""
+    num_kv_heads: int = 0
+    """Key/value heads (llama grouped-query attention; divides the heads); 0 = the preset's (= heads)."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    """Decoder attention kernel (causal, prefix_lm). Packed documents: sdpa takes a dense (b, 1, t, t) mask
+    (the CPU path); flash_attention_2 (varlen) and flex_attention take only per-document position_ids.
+    eager is refused with packed or prefix masks (it adds boolean masks as numbers)."""
+    loss_kernel: Literal["auto", "chunked", "liger", "stock"] = "auto"
+    """Decoder LM loss: 'chunked' never builds the micro-batch's fp32 logits; 'liger' is liger-kernel's fused
+    linear cross-entropy (CUDA, extra `gpu`); 'auto' = liger on CUDA when installed, else chunked;
+    'stock' = the full logits (pretrain.objectives.head_loss)."""
+    loss_chunk_tokens: int = 1024
+    """Tokens per logits chunk of the chunked loss (one (chunk, vocab) fp32 block alive at a time)."""
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads < 0:
+            raise ConfigError(f"model.num_kv_heads must be >= 0, got {self.num_kv_heads}")
+        if not 1 <= self.loss_chunk_tokens <= 2**20:
+            raise ConfigError(f"model.loss_chunk_tokens must be in 1..1048576, got {self.loss_chunk_tokens}")
 
 
 @dataclass(frozen=True)
@@ -149,12 +170,28 @@ class TrainConfig:
     """AdamW beta2."""
     adam_epsilon: float = 1e-8
     """AdamW epsilon."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'muon': torch.optim.Muon (Jordan et al. 2024) on the blocks' matrices, AdamW on embeddings, head,
+    norms and biases; its update is scaled to AdamW's RMS (Liu et al. 2025) so learning_rate carries over."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum (0.95 in Jordan et al. 2024)."""
+    z_loss_weight: float = 0.0
+    """Weight of the z-loss, weight x logsumexp(logits)^2 per target (PaLM, Chowdhery et al. 2022: 1e-4);
+    language-model objectives; logged as z_loss (nats per target)."""
     lr_scheduler_type: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     """Schedule after warmup; wsd = warmup-stable-decay."""
     warmup_steps: int = 30
     """Linear warmup length (optimizer steps)."""
     decay_fraction: float = 0.2
     """wsd only: fraction of max_steps spent in the final decay."""
+    seq_len_warmup_tokens: int = 0
+    """Sequence-length warmup (Li et al. 2022): rows grow from seq_len_warmup_start to data.seq_len linearly
+    over this many training tokens (causal; 0 = off)."""
+    seq_len_warmup_start: int = 64
+    """First row length of the sequence-length warmup (tokens; divides data.seq_len)."""
+    batch_size_warmup_tokens: int = 0
+    """Batch-size warmup (GPT-3): micro-steps per step grow from 1 to gradient_accumulation_steps linearly
+    over this many training tokens (0 = off)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 = no clipping)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -174,6 +211,14 @@ class TrainConfig:
     eval_frequency_buckets: tuple[int, ...] = (100, 1000, 10000)
     """Frequency-rank edges (token types, most frequent first in the training data) of the evaluations'
     loss_by_frequency buckets: ranks 1-100, 101-1000, 1001-10000, 10001+ and unseen; empty = off."""
+    downstream_tasks: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks (causal/prefix-LM) evaluated during training, e.g. [arc_easy, python_docs_mc]."""
+    downstream_eval_steps: int = 0
+    """Run the downstream tasks every this many optimizer steps (0 = only after the last step)."""
+    downstream_limit: int = 100
+    """Documents per downstream task and evaluation (0 = all; bounds the cost of in-loop evaluation)."""
+    downstream_include_path: str = ""
+    """Folder of extra lm-eval task YAML files for downstream_tasks (local data; empty = none)."""
     save_steps: int = 0
     """Save a resumable checkpoint every this many optimizer steps (0 = none)."""
     save_total_limit: int = 2
@@ -215,6 +260,21 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("downstream_eval_steps", "downstream_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "decay_fraction", "muon_momentum"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.z_loss_weight <= 1.0:
+            raise ConfigError(
+                f"train.z_loss_weight must be in [0, 1] (PaLM uses 1e-4), got {self.z_loss_weight}"
+            )
+        for name in ("seq_len_warmup_tokens", "batch_size_warmup_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.incremental_save < 0:
             raise ConfigError(f"train.incremental_save must be >= 0, got {self.incremental_save}")
         if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):
