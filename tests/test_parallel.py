@@ -27,6 +27,7 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         torch.testing.assert_close(a[key].float(), b[key].float(), rtol=0, atol=atol, msg=key)
 
 
+@pytest.mark.slow  # real 2-process launches (tests/parallel_runs.py)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_two_process_layout_equals_one_process(parallel_runs, layout):
     reference, out = parallel_runs.get("reference"), parallel_runs.get(layout)
@@ -51,6 +52,7 @@ def test_two_process_layout_equals_one_process(parallel_runs, layout):
     assert not list(out.glob(".tmp-checkpoint-*"))
 
 
+@pytest.mark.slow  # a real 2-process launch (tests/parallel_runs.py)
 def test_final_folders_load_with_from_pretrained_and_agree(parallel_runs):
     from transformers import AutoModelForCausalLM
 
@@ -72,6 +74,7 @@ def test_final_folders_load_with_from_pretrained_and_agree(parallel_runs):
             torch.testing.assert_close(model(batch).logits, ref_logits, rtol=0, atol=1e-4, msg=name)
 
 
+@pytest.mark.slow  # a real 2-process launch (tests/parallel_runs.py)
 def test_fsdp_launch_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, cache_dir):
     out = tmp_path / "fsdp"
     proc = launch(out, "fsdp", 2, check=False)
