@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 LOSS_ATOL, WEIGHT_ATOL = 1e-6, 1e-5  # as in tests/test_parallel.py
 
 
+@pytest.mark.slow  # real 1- and 2-process launches (tests/parallel_runs.py)
 @pytest.mark.parametrize(
     ("resumed", "writer"), [("reference_from_tp", "tp"), ("tp_from_reference", "reference")]
 )
@@ -72,6 +73,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess killed with SIGKILL
 def test_sigkill_during_async_save_leaves_latest_on_previous_checkpoint(tmp_path, cache_dir):
     out = tmp_path / "run"
     proc = subprocess.run(

@@ -31,7 +31,7 @@ from pretrain.objectives.base import Objective
 from pretrain.prepare.sources import source_shards
 from pretrain.settings import make_run_config
 from pretrain.train.monitoring import plot_curves
-from pretrain.train.plan import check_parallel_launch
+from pretrain.train.plan import check_parallel_family, check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
@@ -167,6 +167,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     accelerator = build_accelerator(cfg)
     check_launch(accelerator)
     check_parallel_launch(cfg.parallel, accelerator)
+    check_parallel_family(cfg.parallel, cfg.model, cfg.data.document_mask, objective_cls)
     if cfg.train.push_to_hub:
         check_hub_access(cfg.train, contact_endpoint=accelerator.is_main_process)
     set_seed(cfg.train.seed)

@@ -66,6 +66,7 @@ class Objective:
     post_processor: ClassVar[str] = "none"  # see pretrain.data.tokenizer.set_post_processor
     language_model: ClassVar[bool] = True  # report bits_per_byte
     fixed_length_rows: ClassVar[bool] = True  # rows are block_len() tokens; else count_tokens() counts
+    pipeline_inputs_only: ClassVar[bool] = False  # batches hold only input_ids + labels (pipeline parallel)
     attention_choice: ClassVar[bool] = False  # honours model.attn_implementation (else always sdpa)
 
     def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -43,6 +43,7 @@ class PrefixLM(CausalLM):
 
     name = "prefix_lm"
     Config = PrefixLMConfig
+    pipeline_inputs_only = False  # its 4-D prefix masks and positions cannot cross pipeline stages
 
     def masks(self) -> str | None:
         return "prefix"
