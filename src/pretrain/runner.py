@@ -20,6 +20,7 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
 from pretrain.config import ConfigError, parse_config, to_dict
+from pretrain.data.outputs import check_output, claim_output_dir
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
@@ -28,11 +29,13 @@ from pretrain.eval.harness import compression_baselines, evaluate
 from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
 from pretrain.objectives.base import Objective
 from pretrain.settings import make_run_config
+from pretrain.train.checkpoint import write_failure
 from pretrain.train.monitoring import plot_curves
 from pretrain.train.plan import check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
+TRAIN_OUTPUT_FILES = ("resolved_config.yaml", "metrics.jsonl")  # train outputs from before the marker
 
 
 def build_accelerator(cfg: Any) -> Accelerator:
@@ -73,7 +76,16 @@ def check_launch(accelerator: Accelerator) -> None:
 
 
 def prepare_output_dir(cfg: Any) -> Path:
+    """Create and mark output_dir; refuse one that overlaps an input, is not a train output, or holds a
+    finished model (unless overwriting or resuming)."""
     out = Path(cfg.train.output_dir)
+    inputs = (
+        cfg.data.train_file,
+        cfg.data.validation_file,
+        cfg.model.model_name_or_path,
+        cfg.model.tokenizer_name,
+    )
+    check_output(out, inputs, "train.output_dir")
     finished = all((out / f).is_file() for f in FINAL_MODEL_FILES)
     if finished and not cfg.train.overwrite_output_dir and not cfg.train.resume_from_checkpoint:
         raise ConfigError(
@@ -81,7 +93,7 @@ def prepare_output_dir(cfg: Any) -> Path:
             "or choose another directory"
         )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out, "train", inputs, legacy=TRAIN_OUTPUT_FILES, what="train.output_dir")
         tempfile.TemporaryFile(dir=out).close()
     except OSError as err:
         raise ConfigError(
@@ -154,8 +166,6 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     set_seed(cfg.train.seed)
     out = prepare_output_dir(cfg) if accelerator.is_main_process else Path(cfg.train.output_dir)
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if accelerator.is_main_process:
-        (out / "resolved_config.yaml").write_text(config_yaml)
     if not accelerator.is_local_main_process:
         datasets.disable_progress_bars()
     objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
@@ -184,6 +194,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         init_kwargs = {"wandb": {"dir": str(out)}} if "wandb" in cfg.train.report_to else {}
         accelerator.init_trackers(objective.name, config=flat_config(cfg), init_kwargs=init_kwargs)
     trainer.maybe_resume()
+    if accelerator.is_main_process:  # only now: every check has passed
+        (out / "resolved_config.yaml").write_text(config_yaml)
     state = trainer.train()
     save_final_model(objective, trainer, accelerator, out)
     batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
@@ -223,7 +235,12 @@ def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accele
     """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP/TP)."""
     module, state_dict = trainer.plan.gather_state_dict(trainer.model)
     if accelerator.is_main_process:
-        objective.save_model(module, out, state_dict=state_dict)
+        try:
+            objective.save_model(module, out, state_dict=state_dict)
+        except OSError as err:
+            for name in FINAL_MODEL_FILES:  # a half-written model must not look finished
+                (out / name).unlink(missing_ok=True)
+            raise ConfigError(write_failure(err, out / "model.safetensors", out)) from err
     accelerator.wait_for_everyone()
 
 

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         cfg = parse_config(DataPipeConfig, rest)
         report = prepare(inputs, output, cfg)
     except ConfigError as err:
-        print(f"pretrain data prepare: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(render_summary(report))
     return 0

@@ -38,6 +38,7 @@ from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
 from pretrain.train.plan import build_plan
+from pretrain.train.resume_config import compare_resume_config
 from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
 
 
@@ -186,6 +187,8 @@ class Trainer:
         if not spec:
             return
         path = resolve_checkpoint(self.output_dir, spec)
+        for change in compare_resume_config(path, self.cfg):
+            self.accelerator.print(f"resume: applying {change}")
         if is_sharded_checkpoint(path):
             self.state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
         else:
