@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,19 @@ from scipy.sparse.csgraph import connected_components
 from pretrain.prepare.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+
+
+def default_wikitext() -> Path:
+    """../shared/data/wikitext-2/valid.txt beside the main checkout (also from a git worktree)."""
+    common = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    roots = [REPO] + ([Path(common).parent] if common else [])
+    candidates = [root.parent / "shared" / "data" / "wikitext-2" / "valid.txt" for root in roots]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
 BATCH = 1000
 """Documents per MinHash batch, as in the pipeline's default pipeline.batch_size."""
 
@@ -135,7 +148,7 @@ def timed(runs: tuple[Run, ...], docs: list[str], repeats: int) -> dict[str, tup
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wikitext", type=Path, default=DEFAULT_WIKITEXT, help="a wikitext-2 .txt file")
+    parser.add_argument("--wikitext", type=Path, default=default_wikitext(), help="a wikitext-2 .txt file")
     parser.add_argument(
         "--edit-rate", type=float, default=0.017, help="probability that a copy's word is edited"
     )

@@ -121,3 +121,11 @@ def check_run_contract(output_dir: Path) -> list[dict]:
     for key in ("step", "loss", "learning_rate", "grad_norm", "tokens_per_second"):
         assert all(key in r for r in records), key
     return records
+
+
+@pytest.fixture(scope="session")
+def parallel_runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
+    """Every parallel layout's tiny run, launched once per session on first use (tests/parallel_runs.py)."""
+    from parallel_runs import ParallelRuns
+
+    return ParallelRuns(tmp_path_factory.mktemp("parallel"))

@@ -79,10 +79,18 @@ def test_compress_with_a_masked_model_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out.plmz").exists()
 
 
-@pytest.mark.parametrize("content", ["", "\n\n  \n"])
-def test_prepare_of_an_empty_input_is_one_line(content, tmp_path, capsys):
+@pytest.mark.parametrize("executor, content", [("datasets", ""), ("datasets", "\n\n  \n"), ("local", "")])
+def test_prepare_of_an_empty_input_is_one_line(executor, content, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text(content)
     out = tmp_path / "clean"
-    assert data_main(["prepare", "--input", str(tmp_path / "empty.txt"), "--output", str(out)]) == 2
+    argv = [
+        "prepare",
+        "--input",
+        str(tmp_path / "empty.txt"),
+        "--output",
+        str(out),
+        f"--executor.name={executor}",
+    ]
+    assert data_main(argv) == 2
     assert "hold no documents" in one_error_line(capsys)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "work" in p.name]

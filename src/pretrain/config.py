@@ -150,6 +150,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} expects a list, got {value!r}")
         return tuple(_coerce(v, item_tp, key) for v in value)
+    if dataclasses.is_dataclass(tp):  # an item of a list of mappings (data.sources)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping of {list(_field_types(tp))}, got {value!r}")
+        types_ = _field_types(tp)
+        unknown = sorted(set(value) - set(types_))
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {unknown}; valid: {list(types_)}")
+        item = {k: _coerce(v, types_[k], f"{key}.{k}") for k, v in value.items()}
+        for k, v in item.items():
+            _check_number(tp, k, f"{key}.{k}", v)
+        return tp(**item)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -307,3 +318,28 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML; reading it back with `parse_config` gives the same config."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + "|".join(map(str, args))
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0]) if args else 'str'}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def render_help(cfg: Any, prefix: str = "") -> str:
+    """Every key of a config: `--section.key=VALUE  (type, default)` and its docstring, one block each."""
+    lines = []
+    for name, tp in _field_types(type(cfg)).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(tp):
+            lines.append(render_help(value, f"{prefix}{name}."))
+            continue
+        default = to_dict(value) if isinstance(value, tuple) else value
+        lines.append(f"  --{prefix}{name}  ({_type_name(tp)}, default {default!r})")
+        lines.append(f"      {field_docs(type(cfg)).get(name, '')}")
+    return "\n".join(lines)

@@ -19,7 +19,8 @@ import yaml
 from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
-from pretrain.config import ConfigError, parse_config, to_dict
+from pretrain.config import ConfigError, parse_config, render_help, to_dict
+from pretrain.data.mixture import SourceSets, load_mixture, tokenizer_data
 from pretrain.data.outputs import check_output, claim_output_dir
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
@@ -28,6 +29,7 @@ from pretrain.eval.frequency import build_token_buckets, plot_loss_by_frequency
 from pretrain.eval.harness import compression_baselines, evaluate
 from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_output
 from pretrain.objectives.base import Objective
+from pretrain.prepare.sources import source_shards
 from pretrain.settings import make_run_config
 from pretrain.train.checkpoint import write_failure
 from pretrain.train.monitoring import plot_curves
@@ -84,6 +86,7 @@ def prepare_output_dir(cfg: Any) -> Path:
         cfg.data.validation_file,
         cfg.model.model_name_or_path,
         cfg.model.tokenizer_name,
+        *(source.path for source in (*cfg.data.sources, *cfg.data.validation_sources)),
     )
     check_output(out, inputs, "train.output_dir")
     finished = all((out / f).is_file() for f in FINAL_MODEL_FILES)
@@ -144,9 +147,13 @@ def check_model_fits(model: Any, tokenizer: Any, block_len: int) -> None:
 def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
     """(objective, model, train_data, eval_data, valid_raw) of a run: data, tokenizer, objective and
     model built one way for training, benchmarks and tests."""
-    train_raw, valid_raw = load_run_datasets(cfg.data)
-    tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
-    for shards in {s.path: s for s in (train_raw, valid_raw) if isinstance(s, ShardSet)}.values():
+    if cfg.data.sources:
+        train_raw, valid_raw, tokenizer = load_sources(objective_cls, cfg, accelerator)
+    else:
+        train_raw, valid_raw = load_run_datasets(cfg.data)
+        tokenizer = build_tokenizer_for(objective_cls, cfg, train_raw, accelerator)
+    sets = [s for raw in (train_raw, valid_raw) for s in (raw.sets if isinstance(raw, SourceSets) else [raw])]
+    for shards in {s.path: s for s in sets if isinstance(s, ShardSet)}.values():
         shards.check_tokenizer(tokenizer, cfg.data.special_tokens_in_text)
     objective = objective_cls(cfg, tokenizer)
     train_data = objective.build_dataset(train_raw, accelerator)
@@ -154,6 +161,18 @@ def build_components(objective_cls: type[Objective], cfg: Any, accelerator: Acce
     model = objective.build_model()
     check_model_fits(model, objective.tokenizer, objective.block_len())
     return objective, model, train_data, eval_data, valid_raw
+
+
+def load_sources(objective_cls: type[Objective], cfg: Any, accelerator: Accelerator) -> tuple:
+    """(train, validation, tokenizer) of a data.sources mixture; raw sources are tokenized into cached
+    shards with the run's tokenizer first (main process first, the others then reuse them)."""
+    tokenizer = build_tokenizer_for(objective_cls, cfg, tokenizer_data(cfg.data), accelerator)
+
+    def shard_path(source: Any) -> str:
+        with accelerator.main_process_first():
+            return source_shards(source, tokenizer, cfg.data, progress=accelerator.is_local_main_process)
+
+    return (*load_mixture(cfg.data, shard_path), tokenizer)
 
 
 def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
@@ -171,12 +190,14 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
     accelerator.print(
         f"objective={objective.name} world_size={accelerator.num_processes} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-        f"train_sequences={len(train_data)} eval_sequences={len(eval_data)} "
+        f"train_sequences={len(train_data) if hasattr(train_data, '__len__') else 'streamed'} "
+        f"eval_sequences={len(eval_data)} "
         f"packing_efficiency={getattr(train_data, 'efficiency', 1.0):.4f}"
     )
-    frequency = (
-        build_frequency_buckets(cfg, objective, train_data, accelerator) if objective.language_model else None
-    )
+    counted = objective.language_model and hasattr(
+        train_data, "token_arrays"
+    )  # a stream is not counted ahead
+    frequency = build_frequency_buckets(cfg, objective, train_data, accelerator) if counted else None
     trainer = Trainer(
         cfg,
         objective,
@@ -202,6 +223,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     results = evaluate(
         objective, trainer.model, eval_data, trainer.plan.data_view, batch_size, frequency=frequency
     )
+    for name, part in getattr(eval_data, "parts", ()):  # a mixture: the loss on each validation source
+        by_source = evaluate(objective, trainer.model, part, trainer.plan.data_view, batch_size)
+        results.setdefault("eval_loss_by_source", {})[name] = by_source["eval_loss"]
     results.update(
         objective=objective.name,
         world_size=accelerator.num_processes,
@@ -210,7 +234,9 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         tokens_seen=state.tokens_seen,
         steps=state.step,
     )
-    if objective.language_model and not isinstance(valid_raw, ShardSet):  # shards hold no text to compress
+    if objective.language_model and isinstance(
+        valid_raw, datasets.Dataset
+    ):  # shards hold no text to compress
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))
@@ -278,8 +304,17 @@ def main(
 ) -> int:
     """Recipe entry point: parse argv into the objective's config and train; 0 on success."""
     argv = sys.argv[1:] if argv is None else argv
+    wants_help = any(a in ("-h", "--help") for a in argv)
     try:
-        cfg = parse_config(make_run_config(objective_cls.Config), argv, default_config)
+        cfg = parse_config(
+            make_run_config(objective_cls.Config),
+            [a for a in argv if a not in ("-h", "--help")],
+            default_config,
+        )
+        if wants_help:  # the keys with this run's values (defaults < recipe YAML < given overrides)
+            print(f"usage: [CONFIG.yaml] [--section.key=value ...]  (objective {objective_cls.name})\n")
+            print(render_help(cfg))
+            return 0
         train(objective_cls, cfg)
     except (ConfigError, DataError, TrainingStopped, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -289,11 +324,17 @@ def main(
 
 def cli_main(argv: list[str]) -> int:
     """`pretrain train OBJECTIVE [CONFIG.yaml] [--k=v ...]`: the recipes' entry point by objective name."""
-    from pretrain.objectives import get_objective
+    from pretrain.objectives import OBJECTIVES, get_objective
 
     if not argv or argv[0].startswith("-"):
-        print("usage: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]", file=sys.stderr)
-        return 2
+        wants_help = bool(argv) and argv[0] in ("-h", "--help")
+        print(
+            "usage: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]\n"
+            f"objectives: {', '.join(OBJECTIVES)}\n"
+            "`pretrain train OBJECTIVE --help` lists every config key with its type, default and meaning",
+            file=sys.stdout if wants_help else sys.stderr,
+        )
+        return 0 if wants_help else 2
     try:
         objective_cls = get_objective(argv[0])
     except ConfigError as err:

@@ -18,7 +18,8 @@ class ModelConfig:
     family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
     """Architecture family; objectives accept the families they can train."""
     preset: str = "tiny"
-    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b)."""
+    """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b; llama:
+    llama3-1b, llama3-3b, llama3-8b, Llama 3 shapes with grouped-query attention)."""
     model_name_or_path: str = ""
     """Start from these pretrained weights (local dir or Hub id) instead of a fresh config."""
     tokenizer_name: str = ""
@@ -35,6 +36,44 @@ class ModelConfig:
     """Dropout probability on attention, residual and embeddings (pretraining usually uses 0). Range [0, 1)."""
     max_position_embeddings: int = 0
     """Positions the model supports (tokens); 0 = data.seq_len. Range [0, inf)."""
+    num_kv_heads: int = 0
+    """Key/value heads (llama grouped-query attention; divides the heads); 0 = the preset's (= heads). Range [0, inf)."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    """Decoder attention kernel (causal, prefix_lm). Packed documents: sdpa takes a dense (b, 1, t, t) mask
+    (the CPU path); flash_attention_2 (varlen) and flex_attention take only per-document position_ids.
+    eager is refused with packed or prefix masks (it adds boolean masks as numbers)."""
+    loss_kernel: Literal["auto", "chunked", "liger", "stock"] = "auto"
+    """Decoder LM loss: 'chunked' never builds the micro-batch's fp32 logits; 'liger' is liger-kernel's fused
+    linear cross-entropy (CUDA, extra `gpu`); 'auto' = liger on CUDA when installed, else chunked;
+    'stock' = the full logits (pretrain.objectives.head_loss)."""
+    loss_chunk_tokens: int = 1024
+    """Tokens per logits chunk of the chunked loss (one (chunk, vocab) fp32 block alive at a time). Range [1, 1048576]."""
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads < 0:
+            raise ConfigError(f"model.num_kv_heads must be >= 0, got {self.num_kv_heads}")
+        if not 1 <= self.loss_chunk_tokens <= 2**20:
+            raise ConfigError(f"model.loss_chunk_tokens must be in 1..1048576, got {self.loss_chunk_tokens}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One source of a data mixture (an item of data.sources / data.validation_sources)."""
+
+    path: str = ""
+    """A shard directory (`pretrain data tokenize` output, or bare .bin/.idx) or a raw input (tokenized
+    and cached on first use)."""
+    weight: float = 1.0
+    """Share of training blocks drawn from this source, relative to the others' weights (> 0). Range (0, inf)."""
+    name: str = ""
+    """Name in tokens_seen_by_source and eval_loss_by_source; empty = the path's file or folder name."""
+
+    def label(self) -> str:
+        """The source's name: `name`, else the last part of its path (without a .bin/.idx suffix)."""
+        from pathlib import PurePath
+
+        stem = PurePath(self.path.rstrip("/")).name
+        return self.name or stem.removesuffix(".bin").removesuffix(".idx").removesuffix(".jsonl") or self.path
 
 
 @dataclass(frozen=True)
@@ -48,7 +87,14 @@ class DataConfig:
     dataset_config_name: str = ""
     """Hub dataset config, e.g. 'wikitext-103-raw-v1'."""
     streaming: bool = False
-    """Stream the Hub dataset's train split, reading only its first max_train_documents documents."""
+    """Stream the training data (train_file or the Hub dataset) through datasets' IterableDataset, tokenized
+    and packed on the fly; checkpoints hold the stream's position. Needs model.tokenizer_name."""
+    sources: tuple[SourceConfig, ...] = ()
+    """A training mixture: a list of {path, weight, name}; blocks are drawn by weight (replaces train_file)."""
+    validation_sources: tuple[SourceConfig, ...] = ()
+    """Validation sets by source, {path, name} (weight unused); empty = a held-out tail of each source."""
+    mixture_repeat: bool = True
+    """A source smaller than its share repeats (its epochs are counted); false = stop with an error instead."""
     text_column: str = "text"
     """Column that holds the raw text."""
     validation_fraction: float = 0.05
@@ -67,6 +113,31 @@ class DataConfig:
     """Use at most this many training documents (0 = all); for quick experiments. Range [0, inf)."""
     cache_dir: str = ""
     """Where tokenized/packed datasets and the embedded corpus are cached; empty = ~/.cache/pretrain."""
+
+    def __post_init__(self) -> None:
+        for key in ("sources", "validation_sources"):
+            sources = getattr(self, key)
+            for i, source in enumerate(sources):
+                if not source.path:
+                    raise ConfigError(f"data.{key}[{i}] has no path; give each source a path: DIR or FILE")
+                if not (source.weight > 0 and source.weight < float("inf")):
+                    raise ConfigError(
+                        f"data.{key}[{i}] ({source.label()}) has weight {source.weight}; weights must be "
+                        "finite and > 0 (drop a source instead of giving it weight 0)"
+                    )
+            names = [s.label() for s in sources]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"data.{key} names {names} repeat; give each source a distinct name")
+        if self.sources and (self.train_file or self.dataset_name):
+            raise ConfigError("data.sources replaces data.train_file/dataset_name; give one or the other")
+        if self.sources and self.validation_file:
+            raise ConfigError(
+                "with data.sources, give validation sets as data.validation_sources, not validation_file"
+            )
+        if self.validation_sources and not self.sources:
+            raise ConfigError(
+                "data.validation_sources needs data.sources; use data.validation_file otherwise"
+            )
 
 
 @dataclass(frozen=True)

@@ -105,12 +105,33 @@ class TrainBatches:
         global_bs = self.micro_batch_size * self.world_size
         start = k * global_bs + self.rank * self.micro_batch_size
         positions = np.arange(start, start + self.micro_batch_size)
-        indices = BlockPermutation(len(self.dataset), self.seed, epoch)(positions).tolist()
-        batch = self.collate(
-            [self.dataset[i] for i in indices], seeded_generator(self.seed, self.position, self.rank)
-        )
+        if hasattr(self.dataset, "blocks_at"):  # a mixture orders its sources' blocks itself
+            first = self.position * global_bs + self.rank * self.micro_batch_size
+            items = self.dataset.blocks_at(np.arange(first, first + self.micro_batch_size), self.seed)
+        else:
+            indices = BlockPermutation(len(self.dataset), self.seed, epoch)(positions).tolist()
+            items = [self.dataset[i] for i in indices]
+        batch = self.collate(items, seeded_generator(self.seed, self.position, self.rank))
         self.position += 1
         return batch
+
+    def state_dict(self) -> None:
+        """Nothing beyond `position`: the order is a pure function of (seed, position)."""
+        return None
+
+    def load_state_dict(self, state: None) -> None:
+        """Nothing to restore beyond `position` (set by the trainer)."""
+
+    def check_budget(self, micro_batches: int) -> None:
+        """Refuse now a run that would read past the data it may read (a mixture without repeats)."""
+        if hasattr(self.dataset, "check_budget"):
+            self.dataset.check_budget(micro_batches * self.micro_batch_size * self.world_size)
+
+    def source_metrics(self) -> dict[str, dict[str, float]]:
+        """tokens_seen_by_source / epochs_by_source of a mixture so far; {} for one source."""
+        if not hasattr(self.dataset, "source_metrics"):
+            return {}
+        return self.dataset.source_metrics(self.position * self.micro_batch_size * self.world_size)
 
 
 def eval_batches(

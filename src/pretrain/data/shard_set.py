@@ -22,6 +22,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pretrain.data.shards import IndexedShard
+from pretrain.data.streaming import load_stream_datasets
 from pretrain.data.text import DataError, load_raw_datasets
 from pretrain.settings import DataConfig
 
@@ -227,9 +228,12 @@ def load_shard_datasets(cfg: DataConfig) -> tuple[ShardSet, ShardSet]:
 
 
 def load_run_datasets(cfg: DataConfig) -> tuple:
-    """(train, validation) of a run: shard sets when data.train_file names shards, else raw text datasets."""
+    """(train, validation) of a run: shard sets when data.train_file names shards, a training stream with
+    data.streaming, else raw text datasets."""
     if cfg.train_file and is_shard_path(cfg.train_file):
         return load_shard_datasets(cfg)
+    if cfg.streaming:
+        return load_stream_datasets(cfg)
     return load_raw_datasets(cfg)
 
 

@@ -170,7 +170,10 @@ def load_text_file(path: str, text_column: str = "text") -> datasets.Dataset:
         raise DataError(
             f"data file {path} does not exist; check the path given to --data.train_file/validation_file"
         )
-    if p.is_dir():
+    if p.is_dir() and (p / "report.json").is_file() and list(p.glob("*.jsonl.gz")):
+        # `pretrain data prepare`'s datatrove output: <task>.jsonl.gz shards beside its report.
+        ds = datasets.load_dataset("json", data_files=sorted(map(str, p.glob("*.jsonl.gz"))), split="train")
+    elif p.is_dir():
         ds = _load_saved_dataset(p)
     else:
         ds = _load_file(p)
@@ -180,7 +183,7 @@ def load_text_file(path: str, text_column: str = "text") -> datasets.Dataset:
         )
     ds = ds.select_columns([text_column]).rename_column(text_column, "text") if text_column != "text" else ds
     dtype = getattr(ds.features["text"], "dtype", None)
-    if dtype not in ("string", "large_string"):
+    if dtype not in ("string", "large_string", "null"):  # null: no document at all (reported below)
         raise DataError(
             f"{path}: column {text_column!r} holds {dtype or type(ds.features['text']).__name__}, not text; "
             "set --data.text_column to the column with the documents' text"

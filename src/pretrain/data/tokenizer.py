@@ -99,6 +99,10 @@ def build_tokenizer(
     """
     if name:
         return load_tokenizer(name)
+    if isinstance(train_ds, datasets.IterableDataset):
+        raise ConfigError(
+            "data.streaming=true needs --model.tokenizer_name=DIR: train one once with `pretrain tokenizer train`"
+        )
     key = hashlib.sha256(f"{train_ds._fingerprint}|{vocab_size}|{extra_special_tokens}".encode()).hexdigest()[
         :16
     ]

@@ -133,6 +133,16 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     from pretrain.data.text import DataError
 
+    if any(a in ("-h", "--help") for a in argv):
+        from pretrain.config import build_config, render_help
+        from pretrain.settings import NoObjectiveConfig, make_run_config
+
+        keys = render_help(build_config(make_run_config(NoObjectiveConfig)))
+        print(
+            f"{__doc__}\nConfig keys (the run's resolved_config.yaml gives their values; objective keys too):\n{keys}"
+        )
+        return 0
+
     try:
         results = run_eval(argv)
     except (ConfigError, DataError) as err:

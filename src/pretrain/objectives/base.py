@@ -24,8 +24,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pretrain.config import ConfigError
+from pretrain.data.mixture import MixtureBlocks, SourceSets
 from pretrain.data.packing import PackedBlocks, pack_blocks, token_stream, tokenize_dataset
 from pretrain.data.shard_set import ShardBlocks, ShardSet
+from pretrain.data.streaming import StreamBlocks
 from pretrain.data.tokenizer import compute_token_bytes
 from pretrain.settings import NoObjectiveConfig
 
@@ -95,12 +97,16 @@ class Objective:
         return self.cfg.data.seq_len
 
     def build_dataset(
-        self, raw: datasets.Dataset | ShardSet, accelerator: Accelerator
-    ) -> PackedBlocks | ShardBlocks:
+        self, raw: datasets.Dataset | ShardSet | SourceSets, accelerator: Accelerator
+    ) -> PackedBlocks | ShardBlocks | MixtureBlocks:
         """Tokenize (cached, main process first) and pack into fixed blocks; shards are already
         tokenized: their blocks are slices of the memory-mapped stream."""
         if isinstance(raw, ShardSet):
             return ShardBlocks(raw, self.block_len())
+        if isinstance(raw, SourceSets):
+            return MixtureBlocks(raw, self.block_len())
+        if isinstance(raw, datasets.IterableDataset):  # data.streaming: packed on the fly while training
+            return StreamBlocks(raw, self.tokenizer, self.block_len(), self.cfg.data.special_tokens_in_text)
         with accelerator.main_process_first():
             data = self.cfg.data
             tokenized = tokenize_dataset(

@@ -21,6 +21,9 @@ class Preset:
     hidden_size: int
     num_layers: int
     num_heads: int
+    num_kv_heads: int = 0  # grouped-query attention (llama); 0 = num_heads
+    intermediate_size: int = 0  # MLP width; 0 = 4x (GPT-2) or llama_intermediate_size
+    tie_word_embeddings: bool = True
 
 
 # Shapes follow GPT-2 / GPT-3 (Brown et al. 2020, table 2.1) from 125m up; tiny/small are for CPU.
@@ -31,6 +34,11 @@ PRESETS: dict[str, Preset] = {
     "350m": Preset(hidden_size=1024, num_layers=24, num_heads=16),
     "760m": Preset(hidden_size=1536, num_layers=24, num_heads=16),
     "1b": Preset(hidden_size=2048, num_layers=24, num_heads=16),
+    # Llama 3 shapes (meta-llama Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B config.json): GQA with 8
+    # key/value heads; the 8B does not tie its embeddings. Llama family only.
+    "llama3-1b": Preset(2048, 16, 32, num_kv_heads=8, intermediate_size=8192),
+    "llama3-3b": Preset(3072, 28, 24, num_kv_heads=8, intermediate_size=8192),
+    "llama3-8b": Preset(4096, 32, 32, num_kv_heads=8, intermediate_size=14336, tie_word_embeddings=False),
 }
 
 
@@ -39,15 +47,29 @@ def resolve_shape(cfg: ModelConfig) -> Preset:
     if cfg.preset not in PRESETS:
         raise ConfigError(f"model.preset={cfg.preset!r} is unknown; choose one of {sorted(PRESETS)}")
     base = PRESETS[cfg.preset]
+    heads = cfg.num_heads or base.num_heads
     shape = Preset(
         hidden_size=cfg.hidden_size or base.hidden_size,
         num_layers=cfg.num_layers or base.num_layers,
-        num_heads=cfg.num_heads or base.num_heads,
+        num_heads=heads,
+        num_kv_heads=cfg.num_kv_heads or (base.num_kv_heads if not cfg.num_heads else 0) or heads,
+        intermediate_size=base.intermediate_size if not cfg.hidden_size else 0,
+        tie_word_embeddings=base.tie_word_embeddings,
     )
     if shape.hidden_size % shape.num_heads:
         raise ConfigError(
             f"model.hidden_size={shape.hidden_size} is not divisible by model.num_heads={shape.num_heads}; "
             "pick sizes that divide"
+        )
+    if shape.num_heads % shape.num_kv_heads:
+        raise ConfigError(
+            f"model.num_kv_heads={shape.num_kv_heads} does not divide the {shape.num_heads} attention heads; "
+            "pick a divisor (grouped-query attention shares each key/value head among equal groups)"
+        )
+    if cfg.family != "llama" and (shape.num_kv_heads != shape.num_heads or cfg.preset.startswith("llama")):
+        raise ConfigError(
+            f"model.preset={cfg.preset} / model.num_kv_heads={shape.num_kv_heads}: grouped-query attention and "
+            f"the Llama 3 presets need model.family=llama (got {cfg.family})"
         )
     return shape
 
@@ -86,12 +108,12 @@ def build_decoder_config(
             vocab_size=vocab_size,
             max_position_embeddings=max_positions,
             hidden_size=shape.hidden_size,
-            intermediate_size=llama_intermediate_size(shape.hidden_size),
+            intermediate_size=shape.intermediate_size or llama_intermediate_size(shape.hidden_size),
             num_hidden_layers=shape.num_layers,
             num_attention_heads=shape.num_heads,
-            num_key_value_heads=shape.num_heads,
+            num_key_value_heads=shape.num_kv_heads,
             attention_dropout=cfg.dropout,
-            tie_word_embeddings=True,
+            tie_word_embeddings=shape.tie_word_embeddings,
             **ids,
         )
     raise ConfigError(f"model.family={cfg.family!r} is not a decoder-only family; use gpt2 or llama")

@@ -44,6 +44,9 @@ class PrefixLM(CausalLM):
     name = "prefix_lm"
     Config = PrefixLMConfig
 
+    def masks(self) -> str | None:
+        return "prefix"
+
     def collate(self, examples: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Batch:
         input_ids = torch.stack([e["input_ids"] for e in examples])  # (b, t)
         ocfg = self.cfg.objective

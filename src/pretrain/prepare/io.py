@@ -82,6 +82,8 @@ def _load_one(source: str, cfg: InputConfig, cache_dir: str) -> datasets.Dataset
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         saved = datasets.load_from_disk(str(path))
         return saved[cfg.split] if isinstance(saved, datasets.DatasetDict) else saved
+    if path.is_dir() and (path / "report.json").is_file() and list(path.glob("*.jsonl.gz")):
+        return _load_files(sorted(path.glob("*.jsonl.gz")), cfg, cache_dir)  # `pretrain data prepare` output
     if path.is_dir():
         files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
         if not files:

@@ -196,7 +196,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _collision_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def collision_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of documents whose key in one band is equal, chained within each bucket."""
     order = np.argsort(keys, kind="stable")
     same = keys[order[1:]] == keys[order[:-1]]
@@ -210,11 +210,15 @@ def cluster_duplicates(band_columns: Iterable[np.ndarray], num_docs: int) -> np.
     """
     src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for keys in band_columns:
-        s, d = _collision_edges(np.asarray(keys))
+        s, d = collision_edges(np.asarray(keys))
         src.append(s)
         dst.append(d)
-    src_all, dst_all = np.concatenate(src), np.concatenate(dst)
-    graph = coo_matrix((np.ones(len(src_all), np.int8), (src_all, dst_all)), shape=(num_docs, num_docs))
+    return clusters_from_edges(np.concatenate(src), np.concatenate(dst), num_docs)
+
+
+def clusters_from_edges(src: np.ndarray, dst: np.ndarray, num_docs: int) -> np.ndarray:
+    """Connected components of the candidate edges: per document its component's first index, or -1."""
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(num_docs, num_docs))
     _, label = connected_components(graph, directed=False)
     first = np.full(label.max() + 1 if num_docs else 0, num_docs, dtype=np.int64)
     np.minimum.at(first, label, np.arange(num_docs))

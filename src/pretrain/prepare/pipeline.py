@@ -32,6 +32,7 @@ from pretrain.prepare.dedup import (
     repeated_lines,
     text_hash,
 )
+from pretrain.prepare.executor_config import ExecutorConfig
 from pretrain.prepare.io import InputConfig, load_inputs
 from pretrain.prepare.langid import LangIdConfig, language_failure
 from pretrain.prepare.minhash import NearDedupConfig, band_keys, cluster_duplicates, minhash_signatures
@@ -80,6 +81,7 @@ class DataPipeConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     pii: PIIConfig = field(default_factory=PIIConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 def _nbytes(text: str) -> int:
@@ -303,7 +305,15 @@ def prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> dict
         mark_output_dir(output, "data prepare")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    return write_report(sources, output, reports, cfg)
+
+
+def write_report(
+    sources: list[str], output: Path, reports: list[StageReport], cfg: DataPipeConfig
+) -> dict[str, Any]:
+    """Write report.json, report.md and datapipe_config.yaml into `output`; returns the report."""
     report = build_report(sources, output, reports, cfg)
+    output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (output / "report.md").write_text(render_summary(report))
     save_config(cfg, output / "datapipe_config.yaml")

@@ -113,6 +113,8 @@ def suggest_preset(params: float, family: str, vocab_size: int, seq_len: int) ->
     ids = {"bos": 0, "eos": 0, "pad": 0}
     candidates = []
     for name in PRESETS:
+        if name.startswith("llama") and family != "llama":
+            continue  # the Llama 3 shapes exist for the llama family only
         config = build_decoder_config(ModelConfig(family=family, preset=name), vocab_size, seq_len, ids)
         total = count_params(config, include_embeddings=True)
         candidates.append((abs(math.log(total / params)), name, total, config))

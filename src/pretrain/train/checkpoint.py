@@ -39,6 +39,7 @@ class TrainerState:
     best_eval_loss: float | None = None
     best_eval_step: int | None = None
     best_checkpoint: str | None = None
+    data_state: dict | None = None  # streaming: every process's stream state and partial block
 
 
 def save_checkpoint(
@@ -70,7 +71,9 @@ def save_checkpoint(
 
 def write_failure(err: OSError, what: Path, output_dir: Path) -> str:
     """The one-line message for a failed write of `what` (a full disk said plainly)."""
-    cause = "the disk is full" if err.errno == errno.ENOSPC else f"{err.strerror or type(err).__name__}"
+    cause = (
+        "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err) or type(err).__name__)
+    )
     pointer = output_dir / LATEST_FILE
     latest = f"; {LATEST_FILE} still names {pointer.read_text().strip()}" if pointer.is_file() else ""
     return f"could not write {what} ({cause}); nothing partial was kept{latest}: free space, then resume"

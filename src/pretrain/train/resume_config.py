@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pretrain.config import ConfigError, to_dict
+from pretrain.config import ConfigError, build_config, to_dict
 
 MUTABLE_PREFIXES = ("train.hub_", "parallel.")  # a sharded checkpoint reshards to a new layout
 MUTABLE = {
@@ -69,6 +69,10 @@ def compare_resume_config(checkpoint: Path, cfg: Any) -> list[str]:
         saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return []
+    try:  # read it back through the config types, so 1e-08 written as text still equals 1e-08
+        saved = _flat(to_dict(build_config(type(cfg), saved)))
+    except ConfigError:
+        pass  # written by another version: compare the keys both know as they are
     current = _flat(to_dict(cfg))
     changed = {
         key: (saved.get(key), value) for key, value in current.items() if key in saved and saved[key] != value

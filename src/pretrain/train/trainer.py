@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
-from pretrain.data.loader import TrainBatches
+from pretrain.data.streaming import train_batches
 from pretrain.eval.frequency import TokenBuckets, scalar_metrics
 from pretrain.eval.harness import evaluate
 from pretrain.objectives.base import Batch, Objective
@@ -104,10 +104,12 @@ class Trainer:
         self.deepspeed = uses_deepspeed(accelerator)
         if self.deepspeed:
             configure_deepspeed(accelerator, self.tcfg)
-        optimizer = build_optimizer(model, self.tcfg)
+        optimizer = build_optimizer(
+            model, self.tcfg, fused=accelerator.device.type == "cuda" and not self.deepspeed
+        )
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
         self.model, self.optimizer, self.scheduler = self.plan.prepare(model, optimizer, scheduler)
-        self.batches = TrainBatches(
+        self.batches = train_batches(
             train_data,
             objective.collate,
             self.tcfg.micro_batch_size,
@@ -115,6 +117,7 @@ class Trainer:
             self.plan.dp_rank,
             self.plan.dp_size,
         )
+        self.batches.check_budget(self.max_steps * self.tcfg.gradient_accumulation_steps)
         self.checkpointer = ShardedCheckpointer(self.plan, self.output_dir, self.tcfg, config_yaml)
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
@@ -194,6 +197,7 @@ class Trainer:
         else:
             self.state = load_checkpoint(self.accelerator, path)
         self.batches.position = self.state.data_position
+        self.batches.load_state_dict(self.state.data_state)
         self.accelerator.print(f"resumed from {path} at step {self.state.step}")
 
     def train(self) -> TrainerState:
@@ -286,6 +290,7 @@ class Trainer:
             "skipped_spikes": state.skipped_spikes,
             "skipped_overflow": state.skipped_overflow,
             "loss_scale": self.accelerator.scaler.get_scale() if self.accelerator.scaler else None,
+            **self.batches.source_metrics(),  # a mixture's tokens_seen_by_source, epochs_by_source
         }
 
     def _periodic_eval(self, evals: MetricsLog) -> None:
@@ -314,6 +319,7 @@ class Trainer:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).
 
         Sharded saves may complete asynchronously: rotation and `after_save` then run when it is complete."""
+        self.state.data_state = self.batches.state_dict()  # a stream's position (collective); else None
         if self.state.best_eval_step == self.state.step:
             self.state.best_checkpoint = f"checkpoint-{self.state.step}"
         if self.checkpointer.enabled:
