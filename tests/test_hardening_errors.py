@@ -94,3 +94,27 @@ def test_prepare_of_an_empty_input_is_one_line(executor, content, tmp_path, caps
     assert data_main(argv) == 2
     assert "hold no documents" in one_error_line(capsys)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "work" in p.name]
+
+
+def test_help_lists_every_key_with_type_default_and_doc(capsys):
+    from pretrain.config import valid_keys
+    from pretrain.eval.cli import main as eval_main
+    from pretrain.runner import cli_main
+    from pretrain.settings import make_run_config
+
+    assert cli_main(["--help"]) == 0
+    assert "objectives: causal, contrastive, t5, prefix_lm, permutation, masked" in capsys.readouterr().out
+    assert cli_main(["masked", "--help"]) == 0
+    out = capsys.readouterr().out
+    for key in valid_keys(make_run_config(get_masked().Config)):
+        assert f"  --{key}  (" in out, key
+    assert "--objective.mlm_probability  (float, default 0.15)\n      Fraction of non-special tokens" in out
+    assert "--train.max_steps  (int, default" in out and "Range [1, inf)" in out
+    assert eval_main(["--help"]) == 0
+    assert "--data.validation_file  (str, default '')" in capsys.readouterr().out
+
+
+def get_masked():
+    from pretrain.objectives import get_objective
+
+    return get_objective("masked")

@@ -45,6 +45,8 @@ def build_accelerator(cfg: Any) -> Accelerator:
     backend without a distributed launch breaks Accelerate, so only multi-process CPU runs get it."""
     import torch
 
+    if not torch.accelerator.is_available():  # what DeepSpeed would pick anyway, minus its warning
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = (
         [InitProcessGroupKwargs(backend="gloo")] if multi_process and not torch.cuda.is_available() else []
@@ -240,7 +242,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))
-        plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png")
+        plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png", results)
         plot_loss_by_frequency(out / "eval_history.jsonl", results, out / "loss_by_frequency.png")
         print_summary(results)
     accelerator.end_training()

@@ -51,7 +51,7 @@ def train_bpe_tokenizer(
         vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=datasets.is_progress_bar_enabled(),  # off where datasets bars are (other ranks)
     )
     tok.train_from_iterator(_text_iterator(ds), trainer=trainer, length=len(ds))
     return PreTrainedTokenizerFast(

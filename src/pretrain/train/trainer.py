@@ -236,7 +236,8 @@ class Trainer:
                 interval_losses.append(result.loss)
             bar.update(1)
             if result.skipped:
-                acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
+                if acc.is_main_process:
+                    tqdm.write(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
             if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
                 path = self.save(blocking=True)
                 raise TrainingStopped(
@@ -310,10 +311,13 @@ class Trainer:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
         if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
             self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
-        self.accelerator.print(
-            f"step {self.state.step}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency"))
-        )
+        if self.accelerator.is_main_process:  # tqdm.write: on its own line, not glued to the progress bar
+            tqdm.write(
+                f"step {self.state.step}: "
+                + " ".join(
+                    f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency")
+                )
+            )
 
     def save(self, blocking: bool = False) -> Path:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).
