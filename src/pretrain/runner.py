@@ -236,6 +236,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         tokens_seen=state.tokens_seen,
         steps=state.step,
     )
+    if trainer.downstream:  # the in-loop evaluation after the last step (train.downstream_tasks)
+        results["downstream"] = trainer.downstream.last
     if objective.language_model and isinstance(
         valid_raw, datasets.Dataset
     ):  # shards hold no text to compress

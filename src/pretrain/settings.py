@@ -15,8 +15,8 @@ from pretrain.config import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: Literal["gpt2", "llama", "bert", "roberta", "t5", "xlnet"] = "gpt2"
-    """Architecture family; objectives accept the families they can train."""
+    family: Literal["gpt2", "llama", "olmo2", "qwen3", "bert", "roberta", "t5", "xlnet"] = "gpt2"
+    """Architecture family; objectives accept the families they can train (olmo2 and qwen3: QK-norm decoders)."""
     preset: str = "tiny"
     """Size preset from pretrain.objectives.models.PRESETS (tiny, small, 125m, 350m, 760m, 1b; llama:
     llama3-1b, llama3-3b, llama3-8b, Llama 3 shapes with grouped-query attention)."""
@@ -36,6 +36,8 @@ class ModelConfig:
     """Dropout probability on attention, residual and embeddings (pretraining usually uses 0). Range [0, 1)."""
     max_position_embeddings: int = 0
     """Positions the model supports (tokens); 0 = data.seq_len. Range [0, inf)."""
+    tie_word_embeddings: bool = True
+    """Decoders: share the input embedding with the output head (GPT-2); false = a separate head matrix."""
     num_kv_heads: int = 0
     """Key/value heads (llama grouped-query attention; divides the heads); 0 = the preset's (= heads). Range [0, inf)."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
@@ -168,12 +170,28 @@ class TrainConfig:
     """AdamW beta2. Range [0, 1)."""
     adam_epsilon: float = 1e-8
     """AdamW epsilon. Range (0, 1]."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'muon': torch.optim.Muon (Jordan et al. 2024) on the blocks' matrices, AdamW on embeddings, head,
+    norms and biases; its update is scaled to AdamW's RMS (Liu et al. 2025) so learning_rate carries over."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum (0.95 in Jordan et al. 2024). Range [0, 1]."""
+    z_loss_weight: float = 0.0
+    """Weight of the z-loss, weight x logsumexp(logits)^2 per target (PaLM, Chowdhery et al. 2022: 1e-4);
+    language-model objectives; logged as z_loss (nats per target). Range [0, 1]."""
     lr_scheduler_type: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     """Schedule after warmup; wsd = warmup-stable-decay."""
     warmup_steps: int = 30
     """Linear warmup length (optimizer steps). Range [0, inf)."""
     decay_fraction: float = 0.2
     """wsd only: fraction of max_steps spent in the final decay. Range [0, 1]."""
+    seq_len_warmup_tokens: int = 0
+    """Sequence-length warmup (Li et al. 2022): rows grow from seq_len_warmup_start to data.seq_len linearly
+    over this many training tokens (causal; 0 = off). Range [0, inf)."""
+    seq_len_warmup_start: int = 64
+    """First row length of the sequence-length warmup (tokens; divides data.seq_len). Range [1, inf)."""
+    batch_size_warmup_tokens: int = 0
+    """Batch-size warmup (GPT-3): micro-steps per step grow from 1 to gradient_accumulation_steps linearly
+    over this many training tokens (0 = off). Range [0, inf)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 = no clipping). Range [0, inf)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -193,6 +211,14 @@ class TrainConfig:
     eval_frequency_buckets: tuple[int, ...] = (100, 1000, 10000)
     """Frequency-rank edges (token types, most frequent first in the training data) of the evaluations'
     loss_by_frequency buckets: ranks 1-100, 101-1000, 1001-10000, 10001+ and unseen; empty = off. Range [1, inf)."""
+    downstream_tasks: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks (causal/prefix-LM) evaluated during training, e.g. [arc_easy, python_docs_mc]."""
+    downstream_eval_steps: int = 0
+    """Run the downstream tasks every this many optimizer steps (0 = only after the last step). Range [0, inf)."""
+    downstream_limit: int = 100
+    """Documents per downstream task and evaluation (0 = all; bounds the cost of in-loop evaluation). Range [0, inf)."""
+    downstream_include_path: str = ""
+    """Folder of extra lm-eval task YAML files for downstream_tasks (local data; empty = none)."""
     save_steps: int = 0
     """Save a resumable checkpoint every this many optimizer steps (0 = none). Range [0, inf)."""
     save_total_limit: int = 2
@@ -238,6 +264,21 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("downstream_eval_steps", "downstream_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "decay_fraction", "muon_momentum"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.z_loss_weight <= 1.0:
+            raise ConfigError(
+                f"train.z_loss_weight must be in [0, 1] (PaLM uses 1e-4), got {self.z_loss_weight}"
+            )
+        for name in ("seq_len_warmup_tokens", "batch_size_warmup_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.incremental_save < 0:
             raise ConfigError(f"train.incremental_save must be >= 0, got {self.incremental_save}")
         if self.checkpoint_format == "accelerate" and (self.async_save or self.incremental_save):

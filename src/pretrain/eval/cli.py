@@ -9,6 +9,8 @@ exactly what training measured.
 Two more modes for causal and prefix-LM models: `--memorization [--prefix-tokens K]
 [--continuation-tokens M] [--samples N]` (pretrain.eval.memorization) and `--multiple-choice FILE.jsonl`
 (pretrain.eval.multiple_choice); they write memorization.json / multiple_choice.json in the model dir.
+`--tasks NAME[,NAME...] [--include-path DIR] [--limit N] [--num-fewshot K]` runs lm-evaluation-harness
+tasks (pretrain.eval.downstream_cli) and adds them to eval_results.json under `downstream`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from pretrain.config import ConfigError, load_yaml, parse_overrides
 from pretrain.eval.detect import detect_objective
+from pretrain.eval.downstream_cli import TASK_OPTIONS, format_downstream, run_tasks
 
 _VALUE_OPTIONS = (
     "--model",
@@ -29,6 +32,7 @@ _VALUE_OPTIONS = (
     "--prefix-tokens",
     "--continuation-tokens",
     "--samples",
+    *TASK_OPTIONS,
 )
 
 
@@ -107,6 +111,8 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise ConfigError(f"--model {model_dir} is not a directory; give the output_dir of a finished run")
     objective_cls = get_objective(own.get("objective") or detect_objective(model_dir))
+    if "tasks" in own:
+        return run_tasks(own, model_dir, objective_cls.name)
     cfg = build_eval_config(objective_cls, model_dir, rest)
     if "memorization" in own or "multiple-choice" in own:
         results, name = run_probe(own, model_dir, objective_cls.name, cfg)
@@ -150,6 +156,9 @@ def main(argv: list[str]) -> int:
         return 1
     width = max(map(len, results))
     for key, value in results.items():
+        if key == "downstream":  # --tasks: one line per task and metric
+            print(*format_downstream(value), sep="\n")
+            continue
         if isinstance(value, list):  # --memorization's examples, one per line
             print(key, *(f"  {item!r:.120}" for item in value), sep="\n")
             continue

@@ -41,6 +41,7 @@ from transformers import (
 
 from pretrain.config import ConfigError
 from pretrain.data.fast_encode import batch_encoder
+from pretrain.data.shard_set import ShardSet
 from pretrain.data.text import DataError
 from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective
@@ -206,11 +207,13 @@ class Contrastive(Objective):
 
     # --- data ------------------------------------------------------------------------------
     def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> datasets.Dataset:
-        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors."""
+        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors; shards
+        give the paragraphs of their documents, decoded with their tokenizer (supervised needs jsonl rows)."""
+        raw = raw.document_texts() if isinstance(raw, ShardSet) else raw
         if not isinstance(raw, datasets.Dataset):
             raise DataError(
-                "the contrastive objective reads paragraphs of text, not token shards; give it "
-                "--data.train_file=TEXT (a file or `pretrain data prepare` output)"
+                "the contrastive objective reads paragraphs of text or of shard documents, not a stream or a "
+                "mixture; give it --data.train_file=TEXT or a shard directory"
             )
         with accelerator.main_process_first():
             texts = self._supervised_rows(raw) if self.ocfg.mode == "supervised" else None

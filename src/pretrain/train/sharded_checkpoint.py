@@ -285,7 +285,7 @@ def _leaves(tree: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
     if isinstance(tree, dict):
         for key, value in tree.items():
             yield from _leaves(value, (*path, key))
-    elif isinstance(tree, list | tuple) and not isinstance(tree, torch.Size):
+    elif isinstance(tree, list):  # a tuple (Adam's betas) is one leaf: it cannot be assigned into
         for i, value in enumerate(tree):
             yield from _leaves(value, (*path, i))
     else:
@@ -356,15 +356,19 @@ def write_delta(tree: Any, base: dict[Path_, np.ndarray], file: Path) -> dict[st
 def apply_delta(tree: Any, file: Path) -> None:
     """Turn a tree loaded from the full checkpoint into the incremental one's state, bit for bit."""
     record = torch.load(file, weights_only=False)
+    # Decode every delta before writing any: tied weights (embedding and head) are one tensor under
+    # two names, and XOR-ing the second name against already-restored bytes would undo the first.
+    restored = {}
     for path, value in _leaves(tree):
         if isinstance(value, torch.Tensor) and path in record["deltas"]:
-            local = _local(value)
-            restored = decode_delta(record["deltas"][path], _as_bytes(value), local.element_size())
-            with torch.no_grad():
-                flat = torch.from_numpy(restored.copy()).view(local.dtype).reshape(local.shape)
-                local.copy_(flat)
+            itemsize = _local(value).element_size()
+            restored[path] = (value, decode_delta(record["deltas"][path], _as_bytes(value), itemsize))
         elif path in record["objects"]:
             _assign(tree, path, record["objects"][path])
+    with torch.no_grad():
+        for value, data in restored.values():
+            local = _local(value)
+            local.copy_(torch.from_numpy(data).view(local.dtype).reshape(local.shape))
 
 
 def _assign(tree: Any, path: Path_, value: Any) -> None:
