@@ -66,6 +66,8 @@ class Objective:
     post_processor: ClassVar[str] = "none"  # see pretrain.data.tokenizer.set_post_processor
     language_model: ClassVar[bool] = True  # report bits_per_byte
     fixed_length_rows: ClassVar[bool] = True  # rows are block_len() tokens; else count_tokens() counts
+    pipeline_inputs_only: ClassVar[bool] = False  # batches hold only input_ids + labels (pipeline parallel)
+    attention_choice: ClassVar[bool] = False  # honours model.attn_implementation (else always sdpa)
 
     def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg = cfg
@@ -81,6 +83,11 @@ class Objective:
     def build_model(self) -> nn.Module:
         """Pretrained weights when `model.model_name_or_path` is set, else a fresh model from config."""
         mcfg = self.cfg.model
+        if mcfg.attn_implementation != "sdpa" and not self.attention_choice:
+            raise ConfigError(
+                f"model.attn_implementation={mcfg.attn_implementation} applies to the decoder objectives "
+                f"(causal, prefix_lm); objective {self.name} runs sdpa: drop the key"
+            )
         if mcfg.model_name_or_path:
             return self.load_model(mcfg.model_name_or_path)
         if mcfg.family not in self.families:

@@ -28,6 +28,8 @@ class CausalLM(Objective):
 
     name = "causal"
     families = ("gpt2", "llama", "olmo2", "qwen3")
+    pipeline_inputs_only = True  # unless data.document_mask (checked with the parallel layout)
+    attention_choice = True
 
     def new_model(self) -> nn.Module:
         mcfg = self.cfg.model

@@ -30,8 +30,9 @@ from pretrain.config import ConfigError
 from pretrain.settings import ParallelConfig
 
 WORKS = (
-    "what works: decoder-only objectives (causal, prefix_lm) on llama (parallel.tp_size, parallel.dp_shard_size) "
-    "or gpt2 (parallel.dp_shard_size); every objective trains data parallel (DDP, DeepSpeed ZeRO)"
+    "what works: decoder-only objectives (causal, prefix_lm) on llama, olmo2, qwen3 (parallel.tp_size, "
+    "parallel.dp_shard_size) or gpt2 (parallel.dp_shard_size), causal on llama also parallel.pp_size; "
+    "every objective trains data parallel (DDP, DeepSpeed ZeRO)"
 )
 
 

@@ -35,10 +35,12 @@ from pretrain.train.checkpoint import (
     save_checkpoint,
 )
 from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
+from pretrain.train.downstream import DownstreamEval
 from pretrain.train.host import keep_freed_buffers
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
 from pretrain.train.plan import build_plan
+from pretrain.train.resume_config import compare_resume_config
 from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
 from pretrain.train.warmup import build_warmups
 
@@ -135,6 +137,11 @@ class Trainer:
             )
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
+        self.downstream = (  # lm-eval tasks during training (train.downstream_tasks)
+            DownstreamEval(cfg, objective, accelerator, self.max_steps)
+            if self.tcfg.downstream_tasks
+            else None
+        )
 
     # --- one optimizer step ------------------------------------------------------------------
     def _global_sum(self, value: float) -> float:
@@ -204,6 +211,8 @@ class Trainer:
         if not spec:
             return
         path = resolve_checkpoint(self.output_dir, spec)
+        for change in compare_resume_config(path, self.cfg):
+            self.accelerator.print(f"resume: applying {change}")
         if is_sharded_checkpoint(path):
             self.state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
         else:
@@ -224,6 +233,8 @@ class Trainer:
             acc.is_main_process,
             state.step if tcfg.resume_from_checkpoint else None,
         )
+        if self.downstream:
+            self.downstream.open_log(self.output_dir, state.step if tcfg.resume_from_checkpoint else None)
         if self.peak_flops is None:
             acc.print("MFU: N/A (no peak FLOP/s known for this device; set --train.peak_flops to report it)")
         bar = tqdm(
@@ -252,7 +263,8 @@ class Trainer:
                 interval_losses.append(result.loss)
             bar.update(1)
             if result.skipped:
-                acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
+                if acc.is_main_process:
+                    tqdm.write(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
             if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
                 path = self.save(blocking=True)
                 raise TrainingStopped(
@@ -269,6 +281,8 @@ class Trainer:
                 interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
             if tcfg.eval_steps and state.step % tcfg.eval_steps == 0 and state.step != self.max_steps:
                 self._periodic_eval(evals)
+            if self.downstream and self.downstream.due(state.step):
+                self.downstream.run(self.model, state.step, state.tokens_seen)
             if tcfg.save_steps and state.step % tcfg.save_steps == 0:
                 self.save()
         self.checkpointer.wait()
@@ -327,10 +341,13 @@ class Trainer:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
         if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
             self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
-        self.accelerator.print(
-            f"step {self.state.step}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency"))
-        )
+        if self.accelerator.is_main_process:  # tqdm.write: on its own line, not glued to the progress bar
+            tqdm.write(
+                f"step {self.state.step}: "
+                + " ".join(
+                    f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency")
+                )
+            )
 
     def save(self, blocking: bool = False) -> Path:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).
