@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -78,17 +79,37 @@ class ShardSet:
         out.start, out.stop = self.start + start, self.start + stop
         return out
 
-    def slice(self, start: int, stop: int) -> np.ndarray:
-        """Tokens [start, stop) of this view: a view of one map, or two pieces joined (stop - start copied)."""
+    def slice(self, start: int, stop: int, mapped: bool = True) -> np.ndarray:
+        """Tokens [start, stop) of this view: a view of one map, or two pieces joined (stop - start copied);
+        mapped=False reads them from the files instead (for passes over everything: see IndexedShard.read)."""
         lo, hi = self.start + start, self.start + stop
         first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
         pieces = []
         while lo < hi:
             shard, base = self.shards[first], int(self.offsets[first])
             take = min(hi, int(self.offsets[first + 1]))
-            pieces.append(shard.tokens[lo - base : take - base])
+            pieces.append(
+                shard.tokens[lo - base : take - base] if mapped else shard.read(lo - base, take - base)
+            )
             lo, first = take, first + 1
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def document_texts(self) -> datasets.Dataset:
+        """The documents starting in this view, decoded with the shards' tokenizer (EOS dropped), as a `text`
+        dataset that `datasets` writes to its Arrow cache in batches (never held in memory whole)."""
+        if self.tokenizer_dir is None:
+            raise DataError(
+                f"shards {self.path} carry no tokenizer to decode them with; use our tokenize output"
+            )
+        pieces = []
+        for k, shard in enumerate(self.shards):
+            lo, hi = max(self.start, int(self.offsets[k])), min(self.stop, int(self.offsets[k + 1]))
+            if lo < hi:
+                pieces.append((str(shard.prefix), lo - int(self.offsets[k]), hi - int(self.offsets[k])))
+        # The files' sizes and times join datasets' cache key: a rewritten shard set is decoded afresh.
+        stamp = tuple((s.bin_path.stat().st_size, s.bin_path.stat().st_mtime_ns) for s in self.shards)
+        kwargs = {"pieces": pieces, "tokenizer_dir": str(self.tokenizer_dir), "stamp": stamp}
+        return datasets.Dataset.from_generator(_decoded_documents, gen_kwargs=kwargs)
 
     def split_at_document(self, fraction: float) -> tuple[ShardSet, ShardSet]:
         """(head, tail): the tail holds about `fraction` of the tokens, cut where a document starts."""
@@ -123,6 +144,24 @@ class ShardSet:
                 f"shards {self.path} hold token id {largest}, not below the tokenizer's vocabulary of {vocab}; "
                 "pass the --model.tokenizer_name the shards were made with"
             )
+
+
+def _decoded_documents(
+    pieces: list[tuple[str, int, int]], tokenizer_dir: str, stamp: tuple
+) -> Iterator[dict[str, str]]:
+    """{"text": ...} for each document starting in token range [lo, hi) of each shard (prefix, lo, hi)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for prefix, lo, hi in pieces:
+        shard = IndexedShard(prefix)
+        starts = np.asarray(shard.pointers) // shard.dtype.itemsize
+        first, last = np.searchsorted(starts, lo), np.searchsorted(starts, hi)
+        for batch in range(int(first), int(last), 1000):
+            ids = [shard.sequence(i) for i in range(batch, min(batch + 1000, int(last)))]
+            ids = [x[:-1] if len(x) and x[-1] == tokenizer.eos_token_id else x for x in ids]
+            for text in tokenizer.batch_decode([x.tolist() for x in ids], clean_up_tokenization_spaces=False):
+                yield {"text": text}
 
 
 def load_shard_set(path: str | Path) -> ShardSet:
@@ -199,10 +238,10 @@ class ShardBlocks:
         return {"input_ids": torch.from_numpy(ids.astype(np.int64))}
 
     def token_arrays(self, chunk_tokens: int = 1 << 24) -> Iterator[np.ndarray]:
-        """The tokens trained on (the whole blocks), read from the maps `chunk_tokens` at a time."""
+        """The tokens trained on (the whole blocks), read from the files `chunk_tokens` at a time."""
         end = len(self) * self.seq_len
         for start in range(0, end, chunk_tokens):
-            yield self.source.slice(start, min(end, start + chunk_tokens))
+            yield self.source.slice(start, min(end, start + chunk_tokens), mapped=False)
 
     @property
     def counts_cache_path(self) -> Path | None:

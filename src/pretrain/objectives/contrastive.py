@@ -41,6 +41,7 @@ from transformers import (
 
 from pretrain.config import ConfigError
 from pretrain.data.fast_encode import batch_encoder
+from pretrain.data.shard_set import ShardSet
 from pretrain.data.text import DataError
 from pretrain.data.tokenizer import special_ids
 from pretrain.objectives.base import Batch, LossOutput, Objective
@@ -63,19 +64,19 @@ class ContrastiveConfig:
     """Unsupervised positives: 'dropout', the same paragraph twice (SimCSE); 'crop', two independent random
     token spans of the paragraph, dropout still on (Contriever's cropping, Izacard et al. 2022)."""
     crop_ratio: tuple[float, float] = (0.1, 0.5)
-    """views=crop: each span's length is this uniform fraction range of the paragraph (Contriever: 0.1-0.5)."""
+    """views=crop: each span's length is this uniform fraction range of the paragraph (Contriever: 0.1-0.5). Range (0, 1]."""
     temperature: float = 0.05
-    """InfoNCE temperature tau on cosine similarities (Gao et al. 2021, SimCSE, appendix D: 0.05)."""
+    """InfoNCE temperature tau on cosine similarities (Gao et al. 2021, SimCSE, appendix D: 0.05). Range (0, inf)."""
     pooling: Literal["cls", "mean"] = "cls"
     """Sentence vector: the first token's last hidden state, or the mean over non-padding tokens."""
     mlp_head: bool = True
     """Train through SimCSE's MLP head (Linear + tanh on the pooled vector); never saved."""
     mlm_weight: float = 0.0
-    """Weight of an auxiliary masked-LM loss per anchor (SimCSE's --do_mlm, its code's default 0.1); 0 = off."""
+    """Weight of an auxiliary masked-LM loss per anchor (SimCSE's --do_mlm, its code's default 0.1); 0 = off. Range [0, inf)."""
     mlm_probability: float = 0.15
-    """Fraction of tokens masked for the auxiliary MLM loss, replaced 80/10/10 (BERT, Devlin et al. 2019)."""
+    """Fraction of tokens masked for the auxiliary MLM loss, replaced 80/10/10 (BERT, Devlin et al. 2019). Range [0, 1]."""
     min_words: int = 8
-    """Skip paragraphs with fewer whitespace-separated words (each half needs some text)."""
+    """Skip paragraphs with fewer whitespace-separated words (each half needs some text). Range [0, inf)."""
     sts_file: str = ""
     """Optional local .csv/.tsv/.jsonl with sentence1, sentence2, score: adds sts_spearman to evaluation."""
 
@@ -206,11 +207,13 @@ class Contrastive(Objective):
 
     # --- data ------------------------------------------------------------------------------
     def build_dataset(self, raw: datasets.Dataset, accelerator: Accelerator) -> datasets.Dataset:
-        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors."""
+        """Token ids of each item's texts (no special tokens; `collate` adds them), as torch tensors; shards
+        give the paragraphs of their documents, decoded with their tokenizer (supervised needs jsonl rows)."""
+        raw = raw.document_texts() if isinstance(raw, ShardSet) else raw
         if not isinstance(raw, datasets.Dataset):
             raise DataError(
-                "the contrastive objective reads paragraphs of text, not token shards; give it "
-                "--data.train_file=TEXT (a file or `pretrain data prepare` output)"
+                "the contrastive objective reads paragraphs of text or of shard documents, not a stream or a "
+                "mixture; give it --data.train_file=TEXT or a shard directory"
             )
         with accelerator.main_process_first():
             texts = self._supervised_rows(raw) if self.ocfg.mode == "supervised" else None
