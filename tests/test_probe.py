@@ -16,7 +16,7 @@ from conftest import run_recipe
 from pretrain.eval.metrics import load_metric
 from pretrain.train.probe import main as probe_main
 
-PRETRAIN_STEPS = 80
+PRETRAIN_STEPS = 50
 
 
 def write_frequency_set(folder: Path, tokenizer_dir: Path, n_train: int, n_valid: int) -> tuple[Path, Path]:
