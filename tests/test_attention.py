@@ -125,3 +125,14 @@ def test_grouped_query_attention_settings_are_checked():
         ModelConfig(num_kv_heads=-1)
     with pytest.raises(ConfigError, match="loss_chunk_tokens must be in"):
         ModelConfig(loss_chunk_tokens=0)
+
+
+def test_objectives_that_pin_sdpa_refuse_another_attention_implementation():
+    from pretrain.objectives import get_objective
+
+    cls = get_objective("masked")
+    cfg = parse_config(make_run_config(cls.Config), ["--model.attn_implementation=flex_attention"])
+    obj = cls.__new__(cls)
+    obj.cfg = cfg
+    with pytest.raises(ConfigError, match="applies to the decoder objectives"):
+        obj.build_model()

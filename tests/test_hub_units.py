@@ -149,6 +149,23 @@ def test_sentence_transformers_folder_is_carded_as_such(tmp_path):
     assert 'SentenceTransformer("me/emb")' in card.text
 
 
+def test_downstream_scores_enter_the_model_index(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    downstream = {
+        "arc_easy": {"acc": {"value": 0.4, "stderr": 0.01}, "acc_norm": {"value": 0.42, "stderr": None}}
+    }
+    results = {"objective": "causal", "eval_loss": 3.0, "downstream": downstream}
+    (tmp_path / "eval_results.json").write_text(json.dumps(results))
+    card = ModelCard(build_model_card(tmp_path, "me/lm"))
+    index = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert index == {
+        ("pretrain-embedded-corpus", "eval_loss"): 3.0,
+        ("arc_easy", "acc"): 0.4,
+        ("arc_easy", "acc_norm"): 0.42,
+    }
+    assert "| arc_easy | acc | 0.4000 | 0.0100 |" in card.text
+
+
 def test_a_card_the_user_wrote_is_kept_and_ours_is_refreshed(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# My own card\n")

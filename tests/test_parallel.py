@@ -27,6 +27,7 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         torch.testing.assert_close(a[key].float(), b[key].float(), rtol=0, atol=atol, msg=key)
 
 
+@pytest.mark.slow  # real 2-process launches (tests/parallel_runs.py)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_two_process_layout_equals_one_process(parallel_runs, layout):
     reference, out = parallel_runs.get("reference"), parallel_runs.get(layout)
@@ -51,6 +52,7 @@ def test_two_process_layout_equals_one_process(parallel_runs, layout):
     assert not list(out.glob(".tmp-checkpoint-*"))
 
 
+@pytest.mark.slow  # a real 2-process launch (tests/parallel_runs.py)
 def test_final_folders_load_with_from_pretrained_and_agree(parallel_runs):
     from transformers import AutoModelForCausalLM
 
@@ -72,6 +74,7 @@ def test_final_folders_load_with_from_pretrained_and_agree(parallel_runs):
             torch.testing.assert_close(model(batch).logits, ref_logits, rtol=0, atol=1e-4, msg=name)
 
 
+@pytest.mark.slow  # a real 2-process launch (tests/parallel_runs.py)
 def test_fsdp_launch_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, cache_dir):
     out = tmp_path / "fsdp"
     proc = launch(out, "fsdp", 2, check=False)
@@ -79,3 +82,64 @@ def test_fsdp_launch_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, cache_dir
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors and "asks for FSDP" in errors[0] and "dp_shard_size" in errors[0], proc.stderr[-2000:]
     assert not out.exists() or not any(out.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("objective", "overrides", "says"),
+    [
+        (
+            "masked",
+            ("--model.family=bert", "--parallel.tp_size=2"),
+            "decoder-only models, not objective masked",
+        ),
+        ("t5", ("--model.family=t5", "--parallel.dp_shard_size=2"), "decoder-only models, not objective t5"),
+        (
+            "causal",
+            ("--model.family=gpt2", "--parallel.tp_size=2"),
+            "no tensor-parallel plan for model.family=gpt2",
+        ),
+        ("causal", ("--model.family=gpt2", "--parallel.pp_size=2"), "pipeline stages are built for llama"),
+        (
+            "prefix_lm",
+            ("--model.family=llama", "--parallel.pp_size=2"),
+            "objective prefix_lm adds attention masks",
+        ),
+        (
+            "causal",
+            ("--model.family=llama", "--parallel.pp_size=2", "--data.document_mask=true"),
+            "data.document_mask",
+        ),
+    ],
+)
+def test_unsupported_objective_or_family_is_refused_at_config_time(objective, overrides, says):
+    from pretrain.config import ConfigError, parse_config
+    from pretrain.objectives import get_objective
+    from pretrain.settings import make_run_config
+    from pretrain.train.plan import check_parallel_family
+
+    objective_cls = get_objective(objective)
+    cfg = parse_config(make_run_config(objective_cls.Config), list(overrides))
+    with pytest.raises(ConfigError, match=says) as err:
+        check_parallel_family(cfg.parallel, cfg.model, cfg.data.document_mask, objective_cls)
+    assert "\n" not in str(err.value) and ("what works" in str(err.value) or "use " in str(err.value))
+
+
+@pytest.mark.parametrize(
+    ("objective", "overrides"),
+    [
+        ("causal", ("--model.family=llama", "--parallel.tp_size=2")),
+        ("causal", ("--model.family=qwen3", "--parallel.tp_size=2")),
+        ("causal", ("--model.family=llama", "--parallel.pp_size=2")),
+        ("causal", ("--model.family=gpt2", "--parallel.dp_shard_size=2")),
+        ("prefix_lm", ("--model.family=llama", "--parallel.tp_size=2", "--parallel.dp_shard_size=2")),
+    ],
+)
+def test_supported_layouts_pass_the_config_check(objective, overrides):
+    from pretrain.config import parse_config
+    from pretrain.objectives import get_objective
+    from pretrain.settings import make_run_config
+    from pretrain.train.plan import check_parallel_family
+
+    objective_cls = get_objective(objective)
+    cfg = parse_config(make_run_config(objective_cls.Config), list(overrides))
+    check_parallel_family(cfg.parallel, cfg.model, cfg.data.document_mask, objective_cls)

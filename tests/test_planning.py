@@ -67,7 +67,9 @@ def test_gpu_hours_convert_through_peak_and_mfu():
 
 def test_suggested_preset_is_the_nearest_in_log_size():
     assert suggest_preset(1e7, "gpt2", 8192, 256)["preset"] == "tiny"
-    assert suggest_preset(1e12, "llama", 32000, 2048)["preset"] == "1b"
+    assert suggest_preset(1e12, "llama", 32000, 2048)["preset"] == "llama3-8b"  # the largest llama preset
+    assert suggest_preset(1e12, "gpt2", 32000, 2048)["preset"] == "1b"  # Llama 3 shapes are llama-only
+    assert suggest_preset(1.3e9, "llama", 128256, 2048)["preset"] == "llama3-1b"
 
 
 def test_plan_recommends_inference_optimal_when_inference_is_given():

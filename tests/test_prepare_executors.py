@@ -5,6 +5,7 @@ a killed run finishes on rerun equal to an uninterrupted one; bad inputs fail in
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -116,12 +117,13 @@ def test_local_four_tasks_two_workers_equal_one_task(reference, tmp_path):
     )
 
 
-def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason="Ray is the `ray` extra; `make test` installs it")
+@pytest.mark.skipif(not importlib.util.find_spec("ray"), reason="Ray is the `ray` extra; `make test` has it")
+def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     inputs = write_corpus(tmp_path / "raw")
     args = ("--executor", "ray", "--tasks", "2", "--workers", "2", "--mem-per-cpu-gb", "0.25")
     assert prepare(inputs, tmp_path / "out", *args) == 0
+    assert "local Ray on 127.0.0.1 " in capsys.readouterr().err  # the node's address as Ray reports it
     assert outcome(tmp_path / "out") == reference
     import ray
 
@@ -129,8 +131,8 @@ def test_ray_two_tasks_equal_one_task(reference, tmp_path, monkeypatch):
 
 
 STUB_SBATCH = """#!{python}
-# Records each submitted script, then runs an array job locally once per array index, like Slurm
-# would (in submission order, which is dependency order); other jobs (datatrove's merge_stats) are only recorded.
+# Records each submitted script, then runs an array job's indices locally, at once, like Slurm
+# would (jobs in submission order, which is dependency order); other jobs (datatrove's merge_stats) are only recorded.
 import os, re, shutil, subprocess, sys
 script, record = sys.argv[-1], os.environ["STUB_SLURM_RECORD"]
 number = len(os.listdir(record))
@@ -141,8 +143,9 @@ for arg in sys.argv[1:-1]:
     if arg.startswith("--export=ALL,"):
         env.update(kv.split("=", 1) for kv in arg[len("--export=ALL,"):].split(","))
 found = re.search(r"#SBATCH --array=0-(\\d+)", text)
-for index in range(int(found.group(1)) + 1 if "launch_pickled_pipeline" in text else 0):
-    subprocess.run(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(index)), check=True)
+indices = range(int(found.group(1)) + 1 if "launch_pickled_pipeline" in text else 0)
+tasks = [subprocess.Popen(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID=str(i))) for i in indices]
+assert all(task.wait() == 0 for task in tasks)
 print(f"Submitted batch job {{number}}")
 """
 
@@ -203,9 +206,17 @@ def test_bad_inputs_fail_in_one_line_and_delete_nothing(tmp_path, capsys, monkey
     assert prepare(inputs, out, "--executor", "spark") == 2
     assert "unknown executor 'spark'" in _one_error_line(capsys) and not out.exists()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
-    if __import__("importlib").util.find_spec("ray"):
+    if importlib.util.find_spec("ray"):
         assert prepare(inputs, out, "--executor", "ray") == 2
         assert "cannot reach the Ray cluster" in _one_error_line(capsys) and not out.exists()
+    no_ray = "import sys; sys.modules['ray'] = None; from pretrain.prepare.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["prepare", "--input", *inputs, "--output", str(out), "--executor", "ray"]
+    done = subprocess.run([sys.executable, "-c", no_ray, *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().splitlines() == [
+        "error: pretrain data prepare: --executor ray needs Ray, which is not installed: "
+        "pip install 'pretrain[ray]' (or pip install ray==2.60.0)"
+    ]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert prepare(inputs, out, "--executor", "slurm", "--partition", "cpu") == 2
     assert "sbatch is not on PATH" in _one_error_line(capsys) and not out.exists()

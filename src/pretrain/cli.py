@@ -16,7 +16,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval": (
         "pretrain.eval.cli",
-        "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH]",
+        "Evaluate a saved model: pretrain eval --model DIR [--data.validation_file=PATH] "
+        "[--tasks NAME,... (lm-evaluation-harness)]",
+    ),
+    "probe": (
+        "pretrain.train.probe",
+        "Fine-tune a head on a saved encoder and from scratch: pretrain probe --model DIR --train-file F "
+        "--validation-file F",
     ),
     "compress": (
         "pretrain.eval.compress_cli:compress_main",

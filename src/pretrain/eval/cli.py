@@ -9,6 +9,8 @@ exactly what training measured.
 Two more modes for causal and prefix-LM models: `--memorization [--prefix-tokens K]
 [--continuation-tokens M] [--samples N]` (pretrain.eval.memorization) and `--multiple-choice FILE.jsonl`
 (pretrain.eval.multiple_choice); they write memorization.json / multiple_choice.json in the model dir.
+`--tasks NAME[,NAME...] [--include-path DIR] [--limit N] [--num-fewshot K]` runs lm-evaluation-harness
+tasks (pretrain.eval.downstream_cli) and adds them to eval_results.json under `downstream`.
 """
 
 from __future__ import annotations
@@ -19,34 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.config import ConfigError, load_yaml, parse_overrides
-
-# Architectures (config.json "architectures") whose objective is unambiguous.
-_ARCHITECTURE_OBJECTIVES = {
-    "T5ForConditionalGeneration": "t5",
-    "XLNetLMHeadModel": "permutation",
-    "BertForMaskedLM": "masked",
-    "RobertaForMaskedLM": "masked",
-    "BertForPreTraining": "masked",
-}
-
-
-def detect_objective(model_dir: Path) -> str:
-    """The objective a saved model was trained with."""
-    results = model_dir / "eval_results.json"
-    if results.is_file():
-        name = json.loads(results.read_text()).get("objective")
-        if name:
-            return name
-    if (model_dir / "modules.json").is_file():
-        return "contrastive"
-    config = model_dir / "config.json"
-    if not config.is_file():
-        raise ConfigError(
-            f"--model {model_dir} has no config.json; give a directory written by a recipe or save_pretrained"
-        )
-    architectures = json.loads(config.read_text()).get("architectures") or [""]
-    return _ARCHITECTURE_OBJECTIVES.get(architectures[0], "causal")
-
+from pretrain.eval.detect import detect_objective
+from pretrain.eval.downstream_cli import TASK_OPTIONS, format_downstream, run_tasks
 
 _VALUE_OPTIONS = (
     "--model",
@@ -56,6 +32,7 @@ _VALUE_OPTIONS = (
     "--prefix-tokens",
     "--continuation-tokens",
     "--samples",
+    *TASK_OPTIONS,
 )
 
 
@@ -134,6 +111,8 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise ConfigError(f"--model {model_dir} is not a directory; give the output_dir of a finished run")
     objective_cls = get_objective(own.get("objective") or detect_objective(model_dir))
+    if "tasks" in own:
+        return run_tasks(own, model_dir, objective_cls.name)
     cfg = build_eval_config(objective_cls, model_dir, rest)
     if "memorization" in own or "multiple-choice" in own:
         results, name = run_probe(own, model_dir, objective_cls.name, cfg)
@@ -160,6 +139,16 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     from pretrain.data.text import DataError
 
+    if any(a in ("-h", "--help") for a in argv):
+        from pretrain.config import build_config, render_help
+        from pretrain.settings import NoObjectiveConfig, make_run_config
+
+        keys = render_help(build_config(make_run_config(NoObjectiveConfig)))
+        print(
+            f"{__doc__}\nConfig keys (the run's resolved_config.yaml gives their values; objective keys too):\n{keys}"
+        )
+        return 0
+
     try:
         results = run_eval(argv)
     except (ConfigError, DataError) as err:
@@ -167,6 +156,9 @@ def main(argv: list[str]) -> int:
         return 1
     width = max(map(len, results))
     for key, value in results.items():
+        if key == "downstream":  # --tasks: one line per task and metric
+            print(*format_downstream(value), sep="\n")
+            continue
         if isinstance(value, list):  # --memorization's examples, one per line
             print(key, *(f"  {item!r:.120}" for item in value), sep="\n")
             continue

@@ -56,7 +56,7 @@ class DuplicationSection:
     """Held-out documents; empty = the embedded corpus' validation split, or a hash split of train_file."""
     counts: tuple[int, ...] = (1, 4, 16, 64)
     """Copies of each planted group in the duplicated corpus (k), one group per count."""
-    documents_per_count: int = 24
+    documents_per_count: int = 12
     """Documents planted per count k (the probe's sample size per k)."""
     min_document_chars: int = 600
     """Only documents at least this long are planted, so that each holds a probe window."""
@@ -275,23 +275,25 @@ def format_results(results: dict[str, Any]) -> str:
         h = results["heldout"][run]
         lines.append(
             f"{run:<11} held-out loss {h['eval_loss']:.4f} nats/token, {h['bits_per_byte']:.4f} bits/byte; "
-            f"{results['epochs'][run]:.2f} epochs; held-out windows extracted {h['extracted']}/{h['windows']}"
+            f"{results['epochs'][run]:.2f} epochs; held-out windows extracted {h['extracted']}/{h['windows']}, "
+            f"mean matched {h['mean_matched_tokens']:.2f} tokens"
         )
     lines += [
         "",
-        f"{'k':>4}{'docs':>6}  {'duplicated: extracted':>22}{'exposures':>10}  {'dedup: extracted':>17}",
+        f"{'':>10}{'duplicated run':^34}{'dedup run':^34}",
+        f"{'k':>4}{'docs':>6}" + f"{'exposures':>11}{'extracted':>11}{'matched':>12}" * 2,
     ]
     for row in results["per_count"]:
-        dup, dedup = row["duplicated"], row["dedup"]
-        lines.append(
-            f"{row['copies']:>4}{row['documents']:>6}  {dup['extracted']:>15}/{dup['windows']:<6}"
-            f"{dup['exposures']:>10.1f}  {dedup['extracted']:>10}/{dedup['windows']:<6}"
+        cells = "".join(
+            f"{r['exposures']:>11.1f}{r['extracted']:>8}/{r['windows']:<2}{r['mean_matched_tokens']:>12.2f}"
+            for r in (row["duplicated"], row["dedup"])
         )
+        lines.append(f"{row['copies']:>4}{row['documents']:>6}{cells}")
     return "\n".join(lines)
 
 
 def plot_results(results: dict[str, Any], path: Path) -> None:
-    """Extraction rate against copies k for both runs (a small PNG)."""
+    """Extraction rate and mean matched continuation against copies k, both runs (a small PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,20 +301,23 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
 
     rows = results["per_count"]
     ks = [r["copies"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=100)
+    cfg = results["config"]
+    fig, (rate_ax, match_ax) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
     for run, style in (("duplicated", "o-"), ("dedup", "s--")):
-        rates = [r[run]["extracted"] / max(r[run]["windows"], 1) for r in rows]
         loss = results["heldout"][run]["eval_loss"]
-        ax.plot(ks, rates, style, label=f"{run} (held-out loss {loss:.3f})")
-    ax.set(
-        xscale="log", xlabel="copies k in the duplicated corpus", ylabel="extraction rate", ylim=(-0.03, 1.03)
+        label = f"{run} (held-out loss {loss:.3f})"
+        rate_ax.plot(ks, [r[run]["extracted"] / max(r[run]["windows"], 1) for r in rows], style, label=label)
+        match_ax.plot(ks, [r[run]["mean_matched_tokens"] for r in rows], style, label=label)
+    rate_ax.set(
+        ylabel=f"extracted ({cfg['continuation_tokens']} of {cfg['continuation_tokens']} tokens)",
+        ylim=(-0.03, 1.03),
     )
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_title(
-        f"{results['config']['prefix_tokens']}-token prompt, {results['config']['continuation_tokens']} exact",
-        fontsize=9,
-    )
-    ax.legend(fontsize=8)
+    match_ax.set(ylabel="mean matched continuation (tokens)")
+    for ax in (rate_ax, match_ax):
+        ax.set(xscale="log", xlabel="copies k in the duplicated corpus")
+        ax.set_xticks(ks, [str(k) for k in ks])
+    match_ax.legend(fontsize=7)
+    fig.suptitle(f"{cfg['prefix_tokens']}-token prompts, one window per planted document", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -117,9 +117,8 @@ def score_choices(
             rows.append((context + continuation, len(context), len(continuation)))
     scores = []
     for start in range(0, len(rows), batch_size):
-        scores.extend(
-            _score_batch(model, rows[start : start + batch_size], tokenizer.pad_token_id, prefix_lm)
-        )
+        batch = score_rows(model, rows[start : start + batch_size], tokenizer.pad_token_id, prefix_lm)
+        scores.extend(total for total, _ in batch)
     per_question, i = [], 0
     for q in questions:
         per_question.append(np.array(scores[i : i + len(q.choices)]))
@@ -127,11 +126,15 @@ def score_choices(
     return per_question
 
 
-def _score_batch(
+@torch.no_grad()
+def score_rows(
     model: nn.Module, rows: list[tuple[list[int], int, int]], pad_id: int, prefix_lm: bool
-) -> list[float]:
-    """Summed log-probabilities of each row's choice tokens; rows are right-padded (pads are never seen)."""
+) -> list[tuple[float, bool]]:
+    """(summed log-probability, greedy) of each row's choice tokens, greedy meaning every choice token is
+    the argmax; rows are (ids, index of the first choice token, choice length), right-padded (pads are
+    never seen). lm-evaluation-harness' loglikelihood answers have this shape."""
     t = max(len(ids) for ids, _, _ in rows)
+    device = next(model.parameters()).device
     input_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
     for i, (ids, _, _) in enumerate(rows):
         input_ids[i, : len(ids)] = torch.tensor(ids)
@@ -140,12 +143,15 @@ def _score_batch(
         prefix_lengths = torch.tensor([start for _, start, _ in rows])
         inputs["attention_mask"] = prefix_lm_attention_mask(prefix_lengths, t)
         inputs["position_ids"] = torch.arange(t).expand(len(rows), t)
-    log_probs = torch.log_softmax(model(**inputs).logits.double(), dim=-1)  # (b, t, v)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    log_probs = torch.log_softmax(model(**inputs).logits.double(), dim=-1).cpu()  # (b, t, v)
     scores = []
     for i, (_, start, length) in enumerate(rows):
         targets = input_ids[i, start : start + length]
         # Position p predicts token p + 1.
-        scores.append(float(log_probs[i, start - 1 : start - 1 + length].gather(1, targets[:, None]).sum()))
+        predicted = log_probs[i, start - 1 : start - 1 + length]  # (length, v)
+        total = float(predicted.gather(1, targets[:, None]).sum())
+        scores.append((total, bool((predicted.argmax(-1) == targets).all())))
     return scores
 
 

@@ -134,6 +134,7 @@ def build_metadata(info: RunInfo, repo_id: str) -> ModelCardData:
         )
         for key, value in info.model_metrics.items()
     ]
+    eval_results += downstream_results(info, pipeline_tag)
     return ModelCardData(
         library_name="sentence-transformers" if info.sentence_transformers else "transformers",
         license=LICENSE,
@@ -143,6 +144,26 @@ def build_metadata(info: RunInfo, repo_id: str) -> ModelCardData:
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
+
+
+def downstream_results(info: RunInfo, pipeline_tag: str | None) -> list[EvalResult]:
+    """model-index entries of eval_results.json's `downstream` (lm-evaluation-harness tasks)."""
+    return [
+        EvalResult(
+            task_type=pipeline_tag or "text-generation",
+            task_name=f"{task} (lm-evaluation-harness)",
+            dataset_type=task,
+            dataset_name=task,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=row["value"],
+            source_name="lm-evaluation-harness",
+            source_url="https://github.com/EleutherAI/lm-evaluation-harness",
+        )
+        for task, metrics in (info.results.get("downstream") or {}).items()
+        for metric, row in metrics.items()
+        if isinstance(row, dict) and isinstance(row.get("value"), int | float)
+    ]
 
 
 def build_body(info: RunInfo, repo_id: str) -> str:
@@ -176,6 +197,14 @@ def build_body(info: RunInfo, repo_id: str) -> str:
         if baselines:
             shown = ", ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in baselines.items())
             lines += ["", f"Classical compressors on the same text, in bits per byte: {shown}."]
+    downstream = info.results.get("downstream") or {}
+    if downstream:
+        lines += ["", "## Downstream tasks (lm-evaluation-harness)", "", "| task | metric | value | stderr |"]
+        lines += ["|---|---|---|---|"]
+        for task, metrics in downstream.items():
+            for metric, row in metrics.items():
+                stderr = f"{row['stderr']:.4f}" if row.get("stderr") is not None else ""
+                lines.append(f"| {task} | {metric} | {row['value']:.4f} | {stderr} |")
     if info.has_loss_curve:
         lines += ["", "## Loss curve", "", "![Training loss and learning rate](loss_curve.png)"]
     lines += ["", "## Usage", "", *usage(loader, repo_id, info.loadable)]

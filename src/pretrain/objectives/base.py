@@ -44,6 +44,17 @@ class LossOutput:
     # Evaluation only: each target's token id (n,) and loss in nats (n,), for loss by token frequency.
     target_ids: torch.Tensor | None = None
     target_losses: torch.Tensor | None = None
+    # Training only: a weighted regulariser summed over the same targets (z-loss), not part of loss_sum.
+    aux_sum: torch.Tensor | None = None
+
+    def training_loss(self) -> torch.Tensor:
+        """What the backward pass differentiates: the summed loss plus the regulariser, if any."""
+        return self.loss_sum if self.aux_sum is None else self.loss_sum + self.aux_sum
+
+    def logged(self) -> torch.Tensor:
+        """(2,) float64, detached: [summed loss, summed regulariser] for the trainer's step totals."""
+        aux = self.aux_sum if self.aux_sum is not None else torch.zeros_like(self.loss_sum)
+        return torch.stack([self.loss_sum.detach(), aux.detach()]).double()
 
 
 class Objective:
@@ -55,6 +66,8 @@ class Objective:
     post_processor: ClassVar[str] = "none"  # see pretrain.data.tokenizer.set_post_processor
     language_model: ClassVar[bool] = True  # report bits_per_byte
     fixed_length_rows: ClassVar[bool] = True  # rows are block_len() tokens; else count_tokens() counts
+    pipeline_inputs_only: ClassVar[bool] = False  # batches hold only input_ids + labels (pipeline parallel)
+    attention_choice: ClassVar[bool] = False  # honours model.attn_implementation (else always sdpa)
 
     def __init__(self, cfg: Any, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg = cfg
@@ -70,6 +83,11 @@ class Objective:
     def build_model(self) -> nn.Module:
         """Pretrained weights when `model.model_name_or_path` is set, else a fresh model from config."""
         mcfg = self.cfg.model
+        if mcfg.attn_implementation != "sdpa" and not self.attention_choice:
+            raise ConfigError(
+                f"model.attn_implementation={mcfg.attn_implementation} applies to the decoder objectives "
+                f"(causal, prefix_lm); objective {self.name} runs sdpa: drop the key"
+            )
         if mcfg.model_name_or_path:
             return self.load_model(mcfg.model_name_or_path)
         if mcfg.family not in self.families:
@@ -153,17 +171,24 @@ class Objective:
 
 
 def token_loss(
-    logits: torch.Tensor, labels: torch.Tensor, token_bytes: torch.Tensor, with_stats: bool = True
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    token_bytes: torch.Tensor,
+    with_stats: bool = True,
+    z_loss_weight: float = 0.0,
 ) -> LossOutput:
     """Summed cross-entropy over positions whose label is not -100, with bytes and correct counts.
 
     logits (b, t, v) and labels (b, t) are already aligned (no shift here). The evaluation
     statistics (argmax over the vocabulary, byte lookups) cost a full pass over the logits, so
-    training steps, which never read them, pass with_stats=False.
+    training steps, which never read them, pass with_stats=False. With z_loss_weight > 0 (training)
+    the output carries aux_sum = weight * sum over targets of logsumexp(logits)^2 (PaLM's z-loss).
     """
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
     flat_labels = labels.reshape(-1)
     valid = flat_labels != -100
+    if z_loss_weight > 0 and not with_stats:
+        return z_loss_token_loss(flat_logits, flat_labels, valid, z_loss_weight)
     if not with_stats:
         loss_sum = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
         return LossOutput(loss_sum=loss_sum, num_targets=valid.sum())
@@ -178,4 +203,18 @@ def token_loss(
         stats={"correct": correct.sum(), "bytes": nbytes},
         target_ids=target_ids,
         target_losses=losses[valid],
+    )
+
+
+def z_loss_token_loss(
+    flat_logits: torch.Tensor, flat_labels: torch.Tensor, valid: torch.Tensor, weight: float
+) -> LossOutput:
+    """Cross-entropy written as logsumexp - target logit, so the z-loss reuses the same logsumexp."""
+    lse = torch.logsumexp(flat_logits, dim=-1)  # (n,)
+    target_logit = flat_logits.gather(1, flat_labels.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
+    mask = valid.to(lse.dtype)
+    return LossOutput(
+        loss_sum=((lse - target_logit) * mask).sum(),
+        num_targets=valid.sum(),
+        aux_sum=weight * (lse.square() * mask).sum(),
     )

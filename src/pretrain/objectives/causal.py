@@ -27,7 +27,9 @@ class CausalLM(Objective):
     """Next-token prediction on packed blocks."""
 
     name = "causal"
-    families = ("gpt2", "llama")
+    families = ("gpt2", "llama", "olmo2", "qwen3")
+    pipeline_inputs_only = True  # unless data.document_mask (checked with the parallel layout)
+    attention_choice = True
 
     def new_model(self) -> nn.Module:
         mcfg = self.cfg.model
@@ -68,7 +70,10 @@ class CausalLM(Objective):
         # slicing the logits avoids copying the (b, t, v) logits to make them contiguous.
         labels = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
         mcfg = self.cfg.model
-        return lm_head_loss(model, inputs, labels, self.token_bytes, mcfg.loss_kernel, mcfg.loss_chunk_tokens)
+        z_weight = self.cfg.train.z_loss_weight if model.training else 0.0
+        return lm_head_loss(
+            model, inputs, labels, self.token_bytes, mcfg.loss_kernel, mcfg.loss_chunk_tokens, z_weight
+        )
 
 
 def document_mask_inputs(input_ids: torch.Tensor, eos_id: int, causal: bool) -> dict[str, Any]:

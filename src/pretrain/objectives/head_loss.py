@@ -43,6 +43,7 @@ class HeadRequest:
     with_stats: bool
     kernel: str
     chunk_tokens: int
+    z_loss_weight: float = 0.0  # training: PaLM's z-loss on the same logsumexp (LossOutput.aux_sum)
     result: LossOutput | None = None
 
 
@@ -103,6 +104,7 @@ def lm_head_loss(
     token_bytes: torch.Tensor,
     kernel: str = "auto",
     chunk_tokens: int = 1024,
+    z_loss_weight: float = 0.0,
 ) -> LossOutput:
     """Summed next-token loss (and eval statistics when the model is in eval mode) of `model` on
     `inputs`, with `labels` (b, t) already aligned to positions; the full logits only for 'stock',
@@ -110,8 +112,9 @@ def lm_head_loss(
     with_stats = not model.training
     head = find_head(model)
     if kernel == "stock" or head is None or _is_dtensor(head.weight):
-        return token_loss(model(**inputs).logits, labels, token_bytes, with_stats=with_stats)
-    request = HeadRequest(labels, token_bytes, with_stats, kernel, chunk_tokens)
+        logits = model(**inputs).logits
+        return token_loss(logits, labels, token_bytes, with_stats=with_stats, z_loss_weight=z_loss_weight)
+    request = HeadRequest(labels, token_bytes, with_stats, kernel, chunk_tokens, z_loss_weight)
     with pending(head, request):
         model(**inputs)
     assert request.result is not None, "the model's forward did not call its lm_head"
@@ -131,6 +134,13 @@ def _head_loss(hidden: torch.Tensor, weight: torch.Tensor, request: HeadRequest)
         return chunked_stats(
             flat_hidden, weight, flat_labels, request.token_bytes, request.chunk_tokens, dtype
         )
+    if request.z_loss_weight > 0:
+        z = request.z_loss_weight
+        total, z_sum = ChunkedCrossEntropy.apply(
+            flat_hidden, weight, flat_labels, request.chunk_tokens, dtype, z
+        )
+        # total = cross-entropy + z-loss carries the gradient of both; the z part is reported on its own.
+        return LossOutput(loss_sum=total - z_sum, num_targets=valid.sum(), aux_sum=z_sum)
     if request.kernel in ("auto", "liger") and hidden.is_cuda and liger_available():
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
@@ -193,10 +203,11 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     (n, d) and (v, d) tensors; backward only scales them, so no logits are recomputed."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk_tokens, dtype):  # noqa: ANN001 (autograd signature)
+    def forward(ctx, hidden, weight, labels, chunk_tokens, dtype, z_weight=0.0):  # noqa: ANN001 (autograd)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         w, h_all = weight.to(dtype), hidden.to(dtype)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        z_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         dh = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
         dw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         with torch.autocast(hidden.device.type, enabled=False):
@@ -207,10 +218,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 target = y.clamp(min=0).unsqueeze(1)
                 lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (c, 1)
                 loss += ((lse - logits.gather(1, target)) * valid).sum()
+                if z_weight:
+                    z_sum += z_weight * (lse.square() * valid).sum()
                 if not (need_h or need_w):
                     continue
-                # d loss / d logits = softmax - one_hot(target), zero on rows without a target.
+                # d loss / d logits = softmax - one_hot(target), zero on rows without a target;
+                # the z-loss adds 2 z lse softmax.
                 grad = logits.sub_(lse).exp_()
+                if z_weight:
+                    grad.mul_(1.0 + 2.0 * z_weight * lse)
                 grad.scatter_add_(1, target, -torch.ones_like(lse))
                 g = grad.mul_(valid).to(dtype)
                 if need_h:
@@ -220,12 +236,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(*(t for t in (dh, dw) if t is not None))
         ctx.has = (need_h, need_w)
         ctx.dtypes = (hidden.dtype, weight.dtype)
-        return loss
+        if not z_weight:
+            return loss
+        ctx.mark_non_differentiable(z_sum)  # (cross-entropy + z-loss, z-loss): the first has both gradients
+        return loss + z_sum, z_sum
 
     @staticmethod
-    def backward(ctx, grad_loss):  # noqa: ANN001
+    def backward(ctx, grad_loss, *_):  # noqa: ANN001 (with z-loss, the z output's gradient is ignored)
         saved = iter(ctx.saved_tensors)
         need_h, need_w = ctx.has
         dh = (next(saved) * grad_loss).to(ctx.dtypes[0]) if need_h else None
         dw = (next(saved) * grad_loss).to(ctx.dtypes[1]) if need_w else None
-        return dh, dw, None, None, None
+        return dh, dw, None, None, None, None

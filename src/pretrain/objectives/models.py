@@ -82,8 +82,13 @@ def llama_intermediate_size(hidden_size: int) -> int:
 def build_decoder_config(
     cfg: ModelConfig, vocab_size: int, max_positions: int, special_ids: dict[str, int]
 ) -> PretrainedConfig:
-    """A GPT-2 or Llama config of the requested shape, with token ids taken from the tokenizer."""
-    from transformers import GPT2Config, LlamaConfig
+    """A GPT-2, Llama, OLMo 2 or Qwen3 config of the requested shape, token ids from the tokenizer.
+
+    OLMo 2 (OLMo et al. 2024: QK-norm, norms after attention/MLP) and Qwen3 (QK-norm per head) are
+    the stock transformers families with QK-norm (Dehghani et al. 2023), so their checkpoints load
+    with AutoModelForCausalLM.
+    """
+    from transformers import GPT2Config, LlamaConfig, Olmo2Config, Qwen3Config
 
     shape = resolve_shape(cfg)
     ids = {
@@ -101,10 +106,13 @@ def build_decoder_config(
             resid_pdrop=cfg.dropout,
             embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout,
+            tie_word_embeddings=cfg.tie_word_embeddings,
             **ids,
         )
-    if cfg.family == "llama":
-        return LlamaConfig(
+    classes = {"llama": LlamaConfig, "olmo2": Olmo2Config, "qwen3": Qwen3Config}
+    if cfg.family in classes:
+        extra = {"head_dim": shape.hidden_size // shape.num_heads} if cfg.family == "qwen3" else {}
+        return classes[cfg.family](
             vocab_size=vocab_size,
             max_position_embeddings=max_positions,
             hidden_size=shape.hidden_size,
@@ -113,7 +121,10 @@ def build_decoder_config(
             num_attention_heads=shape.num_heads,
             num_key_value_heads=shape.num_kv_heads,
             attention_dropout=cfg.dropout,
-            tie_word_embeddings=shape.tie_word_embeddings,
+            tie_word_embeddings=shape.tie_word_embeddings and cfg.tie_word_embeddings,
+            **extra,
             **ids,
         )
-    raise ConfigError(f"model.family={cfg.family!r} is not a decoder-only family; use gpt2 or llama")
+    raise ConfigError(
+        f"model.family={cfg.family!r} is not a decoder-only family; use one of gpt2, {', '.join(classes)}"
+    )

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.config import ConfigError, to_dict
+from pretrain.data.outputs import claim_output_dir, mark_output_dir
 from pretrain.prepare.executor_config import ExecutorConfig
-from pretrain.prepare.pipeline import DataPipeConfig, prepare
+from pretrain.prepare.pipeline import PREPARE_OUTPUT_FILES, DataPipeConfig, prepare
 
 FINGERPRINT = "pipeline.json"
 """File in the logging dir naming the inputs, output, tasks and stage config that it belongs to."""
@@ -116,13 +117,15 @@ def ray_session(cfg: ExecutorConfig) -> Iterator[None]:
                 f"cannot connect to Ray at RAY_ADDRESS={address} ({err}); check the cluster"
             ) from err
     else:
-        # STACK-NOTES: without these Ray listens on the external address and later runs demand a token.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
             num_cpus=max(cfg.workers, 1) * cfg.cpus_per_task, include_dashboard=False, log_to_driver=False,
             _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20,
         )  # fmt: skip
+        where = ray.nodes()[0]["NodeManagerAddress"]
+        print(
+            f"local Ray on {where} for this run ({len(ray.nodes())} node); shut down at the end",
+            file=sys.stderr,
+        )
     try:
         yield
     finally:
@@ -156,7 +159,14 @@ def _executor(kind: str, cfg: ExecutorConfig, steps: list, tasks: int, logdir: P
 
 def _run_in_order(executors: list[tuple[str, Any]]) -> None:
     for name, executor in executors:
-        executor.run()
+        try:
+            executor.run()
+        except Exception as err:  # noqa: BLE001 - a task's own error, already logged in full by datatrove
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ConfigError(
+                f"stage {name} failed ({first}); see {executor.logging_dir.path}/logs; fix it and rerun "
+                "the same command: finished tasks are skipped"
+            ) from err
         failed = executor.get_incomplete_ranks()
         if failed:
             log = Path(executor.logging_dir.path) / "logs" / f"task_{failed[0]:05d}.log"
@@ -174,6 +184,11 @@ def run_prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> 
     from pretrain.prepare.stage_plan import plan_stages
 
     ex = cfg.executor
+    if ex.name == "ray" and not os.environ.get("RAY_ADDRESS"):
+        # Read by Ray when it is imported (ray_constants.ENABLE_RAY_CLUSTER): without it a local Ray
+        # listens on the external address; auth off, or a token left by an earlier ray.init is demanded.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ex.name == "ray":
         _ray_available()
         _check_reachable(os.environ.get("RAY_ADDRESS", ""))
@@ -184,12 +199,19 @@ def run_prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> 
             "--executor slurm: sbatch is not on PATH; run on a Slurm login node or use --executor local"
         )
     files = list_input_files(sources)
+    if all(os.path.getsize(f) == 0 for f in files):
+        raise ConfigError(
+            f"inputs {sources} hold no documents (every file is empty); give files with text in them"
+        )
     output = Path(output).resolve()
     logdir = Path(ex.logging_dir).resolve() if ex.logging_dir else output / "logs"
+    # Never replace what prepare did not write: refuse an output overlapping the inputs or foreign.
+    claim_output_dir(output, "data prepare", sources, legacy=(*PREPARE_OUTPUT_FILES, "logs"), create=False)
     fingerprint = _fingerprint(files, output, cfg)
     _check_dirs(output, logdir, fingerprint, cfg.pipeline.overwrite)
     plan = plan_stages(files, sources, output, logdir / "work", cfg)
     with ray_session(ex) if ex.name == "ray" else _nothing():
+        mark_output_dir(output, "data prepare")
         logdir.mkdir(parents=True, exist_ok=True)
         (logdir / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n")
         executors, previous = [], None

@@ -6,29 +6,19 @@ Everything goes through `datasets`, which converts each input once to memory-map
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import datasets
 
 from pretrain.config import ConfigError
+from pretrain.prepare.input_config import InputConfig, iter_txt_documents
+
+__all__ = ["InputConfig", "iter_txt_documents", "load_inputs"]
 
 _BUILDERS = {
     ".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"
 }  # fmt: skip
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    text_column: str = "text"
-    """Column holding the text in jsonl / parquet / saved / Hub inputs; the output column is always `text`."""
-    txt_sample_by: Literal["line", "paragraph", "document"] = "paragraph"
-    """How a .txt file splits into documents: per line, per block between blank lines, or one per file."""
-    split: str = "train"
-    """Split read from a Hub dataset or from a saved DatasetDict."""
 
 
 def _builder(path: Path) -> str:
@@ -39,29 +29,6 @@ def _builder(path: Path) -> str:
             f"input {path}: unsupported file type; use one of {sorted(_BUILDERS)} (optionally compressed)"
         )
     return builder
-
-
-def iter_txt_documents(files: list[str], sample_by: str) -> Iterator[dict[str, str]]:
-    """Documents of plain-text files, streamed: per line, per block between blank lines, or per file.
-
-    Unlike `datasets`' text builder, a line holding only spaces counts as blank (wikitext's are " ").
-    """
-    for file in files:
-        with open(file, encoding="utf-8", errors="replace") as f:
-            if sample_by == "document":
-                yield {"text": f.read()}
-                continue
-            block: list[str] = []
-            for line in f:
-                if sample_by == "line":
-                    yield {"text": line.rstrip("\n")}
-                elif line.strip():
-                    block.append(line)
-                elif block:
-                    yield {"text": "".join(block).rstrip("\n")}
-                    block = []
-            if block:
-                yield {"text": "".join(block).rstrip("\n")}
 
 
 def _load_files(files: list[Path], cfg: InputConfig, cache_dir: str) -> datasets.Dataset:

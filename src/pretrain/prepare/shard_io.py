@@ -22,7 +22,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from pretrain.config import ConfigError
-from pretrain.prepare.io import InputConfig, iter_txt_documents
+from pretrain.prepare.input_config import InputConfig, iter_txt_documents
 from pretrain.prepare.report import EXAMPLE_REASONS, StageReport
 from pretrain.prepare.steps import make_document
 

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
+from scipy.optimize import brentq, minimize_scalar, nnls
 
 from pretrain.config import ConfigError, parse_config
 from pretrain.scaling.planning import TOKENS_PER_PARAM, compute_optimal, inference_optimal
 
 BETA_GRID = np.linspace(0.01, 3.0, 300)  # the fit scans beta here, then refines between neighbours
+FIT_STARTS = (10.0, 50.0, 100.0, 200.0)  # tokens per parameter: the refits of the sensitivity table
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class OvertrainingSection:
     """Training length in tokens per non-embedding parameter (D = this x N)."""
     evaluations: int = 25
     """Evaluations along the run (evenly spaced in steps)."""
-    fit_min_tokens_per_param: float = 10.0
-    """Evaluations before this many tokens per parameter are left out of the fit (early transient)."""
+    fit_min_tokens_per_param: float = 50.0
+    """Evaluations before this many tokens per parameter are left out of the fit (early transient);
+    the report also refits from each of FIT_STARTS to show how much the constants depend on it."""
     inference_tokens_per_param: tuple[float, ...] = (1e3, 1e4, 1e5)
     """Inference demands T / N for which the planner's inference-optimal training length is reported."""
     threads: int = 1
@@ -105,12 +107,10 @@ class DataLaw:
 
 
 def _linear_fit(x: np.ndarray, losses: np.ndarray) -> tuple[float, float, float]:
-    """(E, B, squared error) of losses ~ E + B x by least squares, with B >= 0."""
-    design = np.stack([np.ones_like(x), x], axis=1)
-    (e, b), *_ = np.linalg.lstsq(design, losses, rcond=None)
-    if b < 0:
-        e, b = float(losses.mean()), 0.0
-    return float(e), float(b), float(((e + b * x - losses) ** 2).sum())
+    """(E, B, squared error) of losses ~ E + B x by least squares with E, B >= 0 (a loss is never
+    negative, and a negative B would make more data hurt)."""
+    (e, b), residual = nnls(np.stack([np.ones_like(x), x], axis=1), losses)
+    return float(e), float(b), float(residual**2)
 
 
 def fit_data_law(tokens: np.ndarray, losses: np.ndarray) -> DataLaw:
@@ -234,6 +234,20 @@ def summarize(
             "fitted_loss": float(law.loss(at)),
         }
 
+    sensitivity = []
+    for start in FIT_STARTS:
+        chosen = tokens >= start * params
+        if chosen.sum() >= 3:
+            refit = fit_data_law(tokens[chosen], losses[chosen])
+            rms = float(np.sqrt(np.mean((refit.loss(tokens[chosen]) - losses[chosen]) ** 2)))
+            sensitivity.append(
+                {
+                    "from_tokens_per_param": start,
+                    "points": int(chosen.sum()),
+                    **asdict(refit),
+                    "rms_residual": rms,
+                }
+            )
     stops = [
         stop("20 tokens/param (non-embedding N)", TOKENS_PER_PARAM * params),
         stop("20 tokens/param (all parameters)", TOKENS_PER_PARAM * total),
@@ -262,6 +276,7 @@ def summarize(
             "at_end": law.drop_per_doubling(end),
         },
         "stops": stops,
+        "fit_sensitivity": sensitivity,
     }
 
 
@@ -284,6 +299,13 @@ def format_results(report: dict[str, Any]) -> str:
         f"loss saved by doubling D: {report['drop_per_doubling']['at_20_tokens_per_param']:.4f} at 20 tokens/N, "
         f"{report['drop_per_doubling']['at_end']:.4f} at the end",
         "",
+        f"{'fit from tokens/N':>18}{'points':>8}{'E':>9}{'B':>11}{'beta':>8}{'rms':>8}",
+        *(
+            f"{f['from_tokens_per_param']:>18.0f}{f['points']:>8}{f['E']:>9.4f}{f['B']:>11.4g}{f['beta']:>8.4f}"
+            f"{f['rms_residual']:>8.4f}"
+            for f in report["fit_sensitivity"]
+        ),
+        "",
         f"{'stopping point':<44}{'tokens':>12}{'tokens/N':>10}{'measured':>10}{'fitted':>9}",
     ]
     for s in report["stops"]:
@@ -305,7 +327,8 @@ def plot_results(report: dict[str, Any], path: Path) -> None:
     losses = np.array([e["eval_loss"] for e in report["evaluations"]])
     fit = report["fit"]
     law = DataLaw(fit["E"], fit["B"], fit["beta"])
-    grid = np.logspace(np.log10(tokens.min()), np.log10(tokens.max()), 200)
+    start = max(tokens.min(), report["config"]["fit_min_tokens_per_param"] * report["non_embedding_params"])
+    grid = np.logspace(np.log10(start), np.log10(tokens.max()), 200)  # the fit, over the points it saw
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     ax.plot(tokens, losses, "o", ms=4, label="evaluations")
     ax.plot(grid, law.loss(grid), "-", label=f"L(D) = {law.E:.2f} + {law.B:.3g}/D^{law.beta:.2f}")

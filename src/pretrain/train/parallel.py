@@ -30,8 +30,9 @@ from pretrain.config import ConfigError
 from pretrain.settings import ParallelConfig
 
 WORKS = (
-    "what works: decoder-only objectives (causal, prefix_lm) on llama (parallel.tp_size, parallel.dp_shard_size) "
-    "or gpt2 (parallel.dp_shard_size); every objective trains data parallel (DDP, DeepSpeed ZeRO)"
+    "what works: decoder-only objectives (causal, prefix_lm) on llama, olmo2, qwen3 (parallel.tp_size, "
+    "parallel.dp_shard_size) or gpt2 (parallel.dp_shard_size), causal on llama also parallel.pp_size; "
+    "every objective trains data parallel (DDP, DeepSpeed ZeRO)"
 )
 
 
@@ -103,10 +104,11 @@ class DataParallelPlan:
         return self.accelerator.prepare(model, optimizer, scheduler)
 
     def forward_backward(self, objective: Any, model: nn.Module, batch: dict, scale: float) -> torch.Tensor:
-        """One micro-step: the objective's summed loss of `batch` (detached), its gradient times `scale` added."""
+        """One micro-step: (2,) float64 [summed loss, summed regulariser] of `batch` (detached); the
+        gradient of their sum times `scale` is added."""
         out = objective.compute_loss(model, batch)
-        self.backward(out.loss_sum * scale)
-        return out.loss_sum.detach()
+        self.backward(out.training_loss() * scale)
+        return out.logged()
 
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(loss)
@@ -118,10 +120,12 @@ class DataParallelPlan:
         norm = self.accelerator.clip_grad_norm_(model.parameters(), max_norm)
         return float(norm) if norm is not None else float("nan")  # DeepSpeed: its own clipped step's norm
 
-    def global_sum(self, value: float) -> float:
-        """Sum of `value` over the data-parallel processes."""
+    def global_sum(self, value: float | torch.Tensor) -> float | torch.Tensor:
+        """Sum of `value` (a number, or a tensor summed elementwise) over the data-parallel processes."""
         if self.dp_size == 1:
             return value
+        if isinstance(value, torch.Tensor):
+            return self.accelerator.reduce(value.to(self.accelerator.device), reduction="sum")
         t = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
         return float(self.accelerator.reduce(t, reduction="sum"))
 
@@ -242,12 +246,12 @@ class ShardedPlan(DataParallelPlan):
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
         return clip_grad_norm_per_mesh(list(model.parameters()), max_norm)
 
-    def global_sum(self, value: float) -> float:
+    def global_sum(self, value: float | torch.Tensor) -> float | torch.Tensor:
         if self.dp_size == 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = value.clone() if isinstance(value, torch.Tensor) else torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t, group=self.dp_group)
-        return float(t)
+        return t if isinstance(value, torch.Tensor) else float(t)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model

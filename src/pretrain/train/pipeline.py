@@ -165,14 +165,14 @@ class PipelinePlan(ShardedPlan):
             self.schedule.step()
         # The first step also calls the loss once while the stages infer shapes: keep the real micro-batches'.
         real = self.loss_sums[-self.microbatches :]
-        loss_sum = torch.stack(real).sum() if real else torch.zeros((), dtype=torch.float64)
-        dist.broadcast(loss_sum, src=self.world - 1, group=self.pp_group)
-        return loss_sum.detach()
+        totals = torch.stack(real).sum(0) if real else torch.zeros(2, dtype=torch.float64)
+        dist.broadcast(totals, src=self.world - 1, group=self.pp_group)
+        return totals  # (2,) [summed loss, summed regulariser], as DataParallelPlan.forward_backward
 
     def _loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = self.objective.compute_loss(_Logits(logits), {"input_ids": labels, "labels": labels})
-        self.loss_sums.append(out.loss_sum.detach().double())
-        return out.loss_sum * self.scale
+        self.loss_sums.append(out.logged())
+        return out.training_loss() * self.scale
 
     def no_sync(self, model: nn.Module) -> Any:
         from contextlib import nullcontext

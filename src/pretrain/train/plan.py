@@ -10,7 +10,7 @@ from accelerate.utils import DistributedType
 from torch import nn
 
 from pretrain.config import ConfigError
-from pretrain.settings import ParallelConfig
+from pretrain.settings import ModelConfig, ParallelConfig
 from pretrain.train.parallel import WORKS, DataParallelPlan, ShardedPlan, resolve_layout
 from pretrain.train.pipeline import PipelinePlan
 
@@ -39,6 +39,44 @@ def check_parallel_launch(pcfg: ParallelConfig, accelerator: Accelerator) -> Non
         raise ConfigError(
             f"parallel sizes ({layout.describe()}) need several processes but this run has one; launch with "
             "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (CPU) or torchrun"
+        )
+
+
+DECODER_FAMILIES = ("gpt2", "llama", "olmo2", "qwen3")  # causal LMs: what the `parallel` section shards
+PIPELINE_FAMILIES = ("llama",)  # pipeline stages are built for LlamaForCausalLM (pretrain.train.pipeline)
+
+
+def check_parallel_family(
+    pcfg: ParallelConfig, mcfg: ModelConfig, document_mask: bool, objective_cls: type
+) -> None:
+    """Refuse, at config time, a `parallel` layout the objective or model family cannot train, naming what
+    works (pretrained weights, model.model_name_or_path, are checked by their class in build_plan)."""
+    if not pcfg.model_parallel():
+        return
+    family = None if mcfg.model_name_or_path else mcfg.family
+    if not set(objective_cls.families) & set(DECODER_FAMILIES) or family not in (None, *DECODER_FAMILIES):
+        raise ConfigError(
+            f"the `parallel` section shards decoder-only models, not objective {objective_cls.name} on "
+            f"model.family={mcfg.family}; {WORKS}"
+        )
+    if pcfg.tp_size > 1 and family is not None:
+        from transformers import AutoConfig
+
+        if not AutoConfig.for_model(family).base_model_tp_plan:
+            raise ConfigError(
+                f"parallel.tp_size={pcfg.tp_size}: transformers has no tensor-parallel plan for model.family={family}; "
+                "use llama, olmo2 or qwen3, or parallel.dp_shard_size instead"
+            )
+    if pcfg.pp_size > 1 and family not in (None, *PIPELINE_FAMILIES):
+        raise ConfigError(
+            f"parallel.pp_size={pcfg.pp_size}: pipeline stages are built for {', '.join(PIPELINE_FAMILIES)}, not "
+            f"model.family={family}; use model.family=llama, or parallel.tp_size / dp_shard_size"
+        )
+    if pcfg.pp_size > 1 and (document_mask or not objective_cls.pipeline_inputs_only):
+        what = "data.document_mask" if document_mask else f"objective {objective_cls.name}"
+        raise ConfigError(
+            f"parallel.pp_size={pcfg.pp_size}: pipeline stages pass only input_ids, but {what} adds attention "
+            "masks and positions to each batch; use parallel.tp_size or parallel.dp_shard_size for it"
         )
 
 

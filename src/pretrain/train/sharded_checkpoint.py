@@ -285,7 +285,7 @@ def _leaves(tree: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
     if isinstance(tree, dict):
         for key, value in tree.items():
             yield from _leaves(value, (*path, key))
-    elif isinstance(tree, list | tuple) and not isinstance(tree, torch.Size):
+    elif isinstance(tree, list):  # a tuple (Adam's betas) is one leaf: it cannot be assigned into
         for i, value in enumerate(tree):
             yield from _leaves(value, (*path, i))
     else:
@@ -334,7 +334,8 @@ def decode_delta(blob: bytes, base: np.ndarray, itemsize: int) -> np.ndarray:
 
 def write_delta(tree: Any, base: dict[Path_, np.ndarray], file: Path) -> dict[str, int]:
     """Write this process's incremental file: references, XOR deltas and the non-tensor leaves."""
-    refs, deltas, objects = [], {}, {}
+    refs, deltas, objects, aliases = [], {}, {}, {}
+    first: dict[tuple, Path_] = {}  # tied weights (embedding and head): one tensor, stored once
     for path, value in _leaves(tree):
         if not isinstance(value, torch.Tensor):
             objects[path] = value
@@ -344,27 +345,42 @@ def write_delta(tree: Any, base: dict[Path_, np.ndarray], file: Path) -> dict[st
             raise ConfigError(
                 f"state entry {path} changed shape since the full checkpoint; make a full save instead"
             )
+        local = _local(value)
+        key = (local.data_ptr(), local.shape, local.dtype)
+        if local.numel() and key in first:
+            aliases[path] = first[key]
+            continue
+        first[key] = path
         if np.array_equal(current, base[path]):
             refs.append(path)
         else:
-            deltas[path] = encode_delta(current, base[path], _local(value).element_size())
+            deltas[path] = encode_delta(current, base[path], local.element_size())
     # Protocol 4 pickles bytes as they are (torch.save's default protocol 2 inflates them by ~1.5x).
-    torch.save({"refs": refs, "deltas": deltas, "objects": objects}, file, pickle_protocol=4)
-    return {"referenced": len(refs), "delta": len(deltas)}
+    record = {"refs": refs, "deltas": deltas, "objects": objects, "aliases": aliases}
+    torch.save(record, file, pickle_protocol=4)
+    return {"referenced": len(refs), "delta": len(deltas), "aliased": len(aliases)}
 
 
 def apply_delta(tree: Any, file: Path) -> None:
     """Turn a tree loaded from the full checkpoint into the incremental one's state, bit for bit."""
     record = torch.load(file, weights_only=False)
+    # Decode every delta before writing any: tied weights (embedding and head) are one tensor under
+    # two names, and XOR-ing the second name against already-restored bytes would undo the first.
+    restored = {}
     for path, value in _leaves(tree):
         if isinstance(value, torch.Tensor) and path in record["deltas"]:
-            local = _local(value)
-            restored = decode_delta(record["deltas"][path], _as_bytes(value), local.element_size())
-            with torch.no_grad():
-                flat = torch.from_numpy(restored.copy()).view(local.dtype).reshape(local.shape)
-                local.copy_(flat)
+            itemsize = _local(value).element_size()
+            restored[path] = (value, decode_delta(record["deltas"][path], _as_bytes(value), itemsize))
         elif path in record["objects"]:
             _assign(tree, path, record["objects"][path])
+    with torch.no_grad():
+        for value, data in restored.values():
+            local = _local(value)
+            local.copy_(torch.from_numpy(data).view(local.dtype).reshape(local.shape))
+        leaves = dict(_leaves(tree))
+        for path, source in record.get("aliases", {}).items():
+            if _local(leaves[path]).data_ptr() != _local(leaves[source]).data_ptr():
+                _local(leaves[path]).copy_(_local(leaves[source]))
 
 
 def _assign(tree: Any, path: Path_, value: Any) -> None:

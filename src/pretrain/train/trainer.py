@@ -35,10 +35,14 @@ from pretrain.train.checkpoint import (
     save_checkpoint,
 )
 from pretrain.train.distributed import configure_deepspeed, uses_deepspeed
+from pretrain.train.downstream import DownstreamEval
+from pretrain.train.host import keep_freed_buffers
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
 from pretrain.train.plan import build_plan
+from pretrain.train.resume_config import compare_resume_config
 from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
+from pretrain.train.warmup import build_warmups
 
 
 class TrainingStopped(RuntimeError):
@@ -48,6 +52,7 @@ class TrainingStopped(RuntimeError):
 @dataclass
 class StepResult:
     loss: float
+    z_loss: float  # the regulariser's summed term per target (0 without z-loss)
     grad_norm: float
     learning_rate: float
     skipped: str | None  # None, "nonfinite", "spike" or "overflow" (fp16 loss scale)
@@ -103,8 +108,13 @@ class Trainer:
         self.deepspeed = uses_deepspeed(accelerator)
         if self.deepspeed:
             configure_deepspeed(accelerator, self.tcfg)
+        self.warmups = build_warmups(self.tcfg, objective.block_len(), objective, self.deepspeed)
+        keep_freed_buffers()  # see pretrain.train.host: no page faults on each step's large buffers
+        # Fused AdamW: one kernel for all parameters (on CPU too: the default there is a Python loop per
+        # tensor); not for optimizers DeepSpeed replaces, nor DTensors off CUDA.
+        cuda = accelerator.device.type == "cuda"
         optimizer = build_optimizer(
-            model, self.tcfg, fused=accelerator.device.type == "cuda" and not self.deepspeed
+            model, self.tcfg, fused=not self.deepspeed and (cuda or not self.plan.sharded)
         )
         scheduler = build_scheduler(optimizer, self.tcfg, self.max_steps)
         self.model, self.optimizer, self.scheduler = self.plan.prepare(model, optimizer, scheduler)
@@ -118,8 +128,20 @@ class Trainer:
         )
         self.batches.check_budget(self.max_steps * self.tcfg.gradient_accumulation_steps)
         self.checkpointer = ShardedCheckpointer(self.plan, self.output_dir, self.tcfg, config_yaml)
+        if self.tcfg.optimizer == "muon" and (
+            self.plan.sharded or self.deepspeed or self.checkpointer.enabled
+        ):
+            raise ConfigError(
+                "train.optimizer=muon runs under plain data parallel with checkpoint_format=accelerate; drop the "
+                "parallel.* sizes, DeepSpeed and async/incremental saves, or use train.optimizer=adamw"
+            )
         self.state = TrainerState()
         self.peak_flops = resolve_peak_flops(self.tcfg.peak_flops, accelerator.device)
+        self.downstream = (  # lm-eval tasks during training (train.downstream_tasks)
+            DownstreamEval(cfg, objective, accelerator, self.max_steps)
+            if self.tcfg.downstream_tasks
+            else None
+        )
 
     # --- one optimizer step ------------------------------------------------------------------
     def _global_sum(self, value: float) -> float:
@@ -134,15 +156,15 @@ class Trainer:
         scale = self.plan.dp_size / max(global_targets, 1.0)
         if self.deepspeed:
             scale *= len(micro_batches)
-        local_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+        local = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [summed loss, summed regulariser]
         for i, batch in enumerate(micro_batches):
             sync = i == len(micro_batches) - 1
             if self.deepspeed:  # DeepSpeed steps inside backward at the boundary Accelerate reports
                 acc.gradient_state._set_sync_gradients(sync)
             with nullcontext() if sync else self.plan.no_sync(self.model), acc.autocast():
-                loss_sum = self.plan.forward_backward(self.objective, self.model, batch, scale)
-            local_loss += loss_sum.double()
-        loss = self._global_sum(float(local_loss)) / max(global_targets, 1.0)
+                local += self.plan.forward_backward(self.objective, self.model, batch, scale)
+        # One all-reduce and one host transfer for both sums.
+        loss, z_loss = (self.plan.global_sum(local) / max(global_targets, 1.0)).tolist()
         max_norm = self.tcfg.max_grad_norm if self.tcfg.max_grad_norm > 0 else float("inf")
         grad_norm = self.plan.clip_grad_norm(self.model, max_norm)  # one norm per device mesh
         # Under DeepSpeed the engine has already stepped inside backward: a guard can count and
@@ -162,7 +184,7 @@ class Trainer:
             scaler.update()  # after unscale_, update() must run before the next step's unscale_
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss=loss, grad_norm=grad_norm, learning_rate=learning_rate, skipped=skipped)
+        return StepResult(loss, z_loss, grad_norm, learning_rate, skipped)
 
     def _guard(self, loss: float, grad_norm: float) -> str | None:
         """Decide whether to skip this update; every process decides the same (global values)."""
@@ -189,6 +211,8 @@ class Trainer:
         if not spec:
             return
         path = resolve_checkpoint(self.output_dir, spec)
+        for change in compare_resume_config(path, self.cfg):
+            self.accelerator.print(f"resume: applying {change}")
         if is_sharded_checkpoint(path):
             self.state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
         else:
@@ -209,6 +233,8 @@ class Trainer:
             acc.is_main_process,
             state.step if tcfg.resume_from_checkpoint else None,
         )
+        if self.downstream:
+            self.downstream.open_log(self.output_dir, state.step if tcfg.resume_from_checkpoint else None)
         if self.peak_flops is None:
             acc.print("MFU: N/A (no peak FLOP/s known for this device; set --train.peak_flops to report it)")
         bar = tqdm(
@@ -221,7 +247,11 @@ class Trainer:
         interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
         self.model.train()
         while state.step < self.max_steps:
-            micro = [self._to_device(next(self.batches)) for _ in range(tcfg.gradient_accumulation_steps)]
+            seen, warm = state.tokens_seen, self.warmups  # the warmups are functions of the tokens seen
+            micro = [
+                self._to_device(warm.shorten(next(self.batches), seen))
+                for _ in range(warm.accumulation_at(seen))
+            ]
             result = self.train_step(micro)
             self.checkpointer.poll()  # completes an asynchronous save once every process has written it
             state.step += 1
@@ -233,7 +263,8 @@ class Trainer:
                 interval_losses.append(result.loss)
             bar.update(1)
             if result.skipped:
-                acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
+                if acc.is_main_process:
+                    tqdm.write(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
             if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
                 path = self.save(blocking=True)
                 raise TrainingStopped(
@@ -250,6 +281,8 @@ class Trainer:
                 interval_losses, interval_start, interval_tokens = [], time.perf_counter(), 0
             if tcfg.eval_steps and state.step % tcfg.eval_steps == 0 and state.step != self.max_steps:
                 self._periodic_eval(evals)
+            if self.downstream and self.downstream.due(state.step):
+                self.downstream.run(self.model, state.step, state.tokens_seen)
             if tcfg.save_steps and state.step % tcfg.save_steps == 0:
                 self.save()
         self.checkpointer.wait()
@@ -258,8 +291,8 @@ class Trainer:
 
     def _step_tokens(self, micro_batches: list[Batch]) -> int:
         """Tokens read by all processes in this optimizer step."""
-        if self.objective.fixed_length_rows:
-            return self.tokens_per_step
+        if self.objective.fixed_length_rows:  # fewer micro-steps during a batch-size warmup
+            return self.tokens_per_step * len(micro_batches) // self.tcfg.gradient_accumulation_steps
         local = sum(self.objective.count_tokens(b) for b in micro_batches)
         return int(self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), "sum").item())
 
@@ -277,6 +310,7 @@ class Trainer:
             "step": state.step,
             "loss": statistics.fmean(losses) if losses else result.loss,
             "learning_rate": result.learning_rate,
+            "z_loss": result.z_loss,
             "grad_norm": result.grad_norm,
             "tokens_per_second": tokens_per_second,
             "mfu": mfu,
@@ -307,10 +341,13 @@ class Trainer:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
         if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
             self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
-        self.accelerator.print(
-            f"step {self.state.step}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency"))
-        )
+        if self.accelerator.is_main_process:  # tqdm.write: on its own line, not glued to the progress bar
+            tqdm.write(
+                f"step {self.state.step}: "
+                + " ".join(
+                    f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency")
+                )
+            )
 
     def save(self, blocking: bool = False) -> Path:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).

@@ -1,0 +1,1 @@
+"""Task YAML files for lm-evaluation-harness (pretrain.eval.downstream adds this folder to its TaskManager)."""
