@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -18,6 +19,7 @@ from pretrain.eval.compress_cli import compress_main
 from pretrain.objectives.causal import CausalLM
 from pretrain.prepare.cli import main as data_main
 from pretrain.runner import main as train_main
+from pretrain.runner import save_final_model
 from pretrain.train.checkpoint import LATEST_FILE, TrainerState, save_checkpoint
 
 
@@ -118,3 +120,30 @@ def get_masked():
     from pretrain.objectives import get_objective
 
     return get_objective("masked")
+
+
+def test_disk_full_while_saving_the_final_model_keeps_the_previous_one_whole(tmp_path):
+    model = BertForMaskedLM(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    old = {"config.json": b'{"old": 1}', "model.safetensors": b"old weights", "metrics.jsonl": b"{}\n"}
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    trainer = SimpleNamespace(model=model, plan=SimpleNamespace(gather_state_dict=lambda m: (m, None)))
+
+    def full_disk(module, output_dir, state_dict=None):
+        module.save_pretrained(output_dir, state_dict=state_dict)  # a complete model, then the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ConfigError, match=r"model.safetensors \(the disk is full\); nothing partial") as err:
+        save_final_model(SimpleNamespace(save_model=full_disk), trainer, Accelerator(), tmp_path)
+    assert "\n" not in str(err.value)  # the runner prints it as one `error:` line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # no temp dir, nothing replaced
+
+    def save(module, output_dir, state_dict=None):
+        module.save_pretrained(output_dir, state_dict=state_dict)
+
+    save_final_model(
+        SimpleNamespace(save_model=save), trainer, Accelerator(), tmp_path
+    )  # with space: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors"]
+    assert BertForMaskedLM.from_pretrained(tmp_path).config.hidden_size == 32

@@ -31,7 +31,7 @@ from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_
 from pretrain.objectives.base import Objective
 from pretrain.prepare.sources import source_shards
 from pretrain.settings import make_run_config
-from pretrain.train.checkpoint import write_failure
+from pretrain.train.checkpoint import save_into_place, write_failure
 from pretrain.train.monitoring import plot_curves
 from pretrain.train.plan import check_parallel_family, check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
@@ -266,11 +266,9 @@ def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accele
     """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP/TP)."""
     module, state_dict = trainer.plan.gather_state_dict(trainer.model)
     if accelerator.is_main_process:
-        try:
-            objective.save_model(module, out, state_dict=state_dict)
+        try:  # into a temp dir first: a full disk leaves no half-written model and the old one whole
+            save_into_place(out, lambda tmp: objective.save_model(module, tmp, state_dict=state_dict))
         except OSError as err:
-            for name in FINAL_MODEL_FILES:  # a half-written model must not look finished
-                (out / name).unlink(missing_ok=True)
             raise ConfigError(write_failure(err, out / "model.safetensors", out)) from err
     accelerator.wait_for_everyone()
 

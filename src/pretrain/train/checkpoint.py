@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,28 @@ def write_failure(err: OSError, what: Path, output_dir: Path) -> str:
     pointer = output_dir / LATEST_FILE
     latest = f"; {LATEST_FILE} still names {pointer.read_text().strip()}" if pointer.is_file() else ""
     return f"could not write {what} ({cause}); nothing partial was kept{latest}: free space, then resume"
+
+
+def save_into_place(output_dir: Path, write: Callable[[Path], None], marker: str = "config.json") -> None:
+    """Run `write(tmp)` into a temporary dir beside the files it makes, then move each into `output_dir`.
+
+    A failed write (a full disk) removes the temporary dir and leaves `output_dir` as it was, so a
+    previous model stays whole and no half-written one looks finished. `marker` (the file that says
+    "a model is here") is moved last.
+    """
+    tmp = output_dir / ".tmp-final-model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for entry in sorted(tmp.iterdir(), key=lambda p: p.name == marker):
+        target = output_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    tmp.rmdir()
 
 
 def _write_atomic(path: Path, text: str) -> None:
