@@ -27,7 +27,10 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 train: $(STAMP)
-	$(BIN)/accelerate launch --num_processes 1 recipes/causal/train.py $(ARGS)
+	@# -q: a failed run ends in its one error: line, not accelerate's CalledProcessError traceback; the
+	@# explicit defaults keep accelerate's "values were not passed" notice out of the console.
+	$(BIN)/accelerate launch -q --num_processes 1 --num_machines 1 \
+		--mixed_precision no --dynamo_backend no recipes/causal/train.py $(ARGS)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

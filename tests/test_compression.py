@@ -144,7 +144,7 @@ def test_a_damaged_file_is_refused_not_decoded_to_garbage(model_dir, heldout_tex
     flipped[report.header_bytes + 10] ^= 0xFF
     invalid = blob[: report.header_bytes] + b"\xff" * (len(blob) - report.header_bytes)
     for damaged in (bytes(flipped), invalid, blob[: report.header_bytes + 8]):
-        with pytest.raises(CompressedFileError, match="did not reproduce|cannot decode"):
+        with pytest.raises(CompressedFileError, match="is damaged"):
             decompress_bytes(damaged, model_dir)
 
 

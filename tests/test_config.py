@@ -46,7 +46,7 @@ def test_resolved_config_round_trips(tmp_path):
         (["--train.max_steps=2.5"], "train.max_steps expects an integer"),
         (["--data.document_mask=maybe"], "data.document_mask expects true/false"),
         (["--train.lr_scheduler_type=exp"], "is not one of ['cosine', 'linear', 'constant', 'wsd']"),
-        (["--train.max_steps=0"], "train.max_steps must be >= 1"),
+        (["--train.max_steps=0"], "train.max_steps=0 is out of range; give a value in [1, inf)"),
         (["--train.push_to_hub=true"], "needs train.hub_model_id"),
         (["--train.max_steps"], "has no value"),
         (["a.yaml", "b.yaml"], "at most one CONFIG.yaml"),

@@ -192,13 +192,15 @@ def test_cli_refuses_bad_keys_and_existing_output(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert main(["prepare", "--input", inputs[1], "--output", str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "did not write" in capsys.readouterr().err
     stages = "--pipeline.stages=normalize"
-    assert (
-        main(["prepare", "--input", inputs[1], "--output", str(out), stages, "--pipeline.overwrite=true"])
-        == 0
-    )
-    assert not (out / "keep.txt").exists()
+    overwrite = ["prepare", "--input", inputs[1], "--output", str(out), stages, "--pipeline.overwrite=true"]
+    assert main(overwrite) == 2  # a directory prepare did not write is never replaced
+    assert (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
+    assert main(overwrite[:-1]) == 0
+    assert main(overwrite[:-1]) == 0  # the same command again resumes (finished: nothing to do)
+    assert main(overwrite) == 0
 
 
 def test_prepare_reads_parquet_and_saved_datasets(tmp_path):

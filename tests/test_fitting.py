@@ -54,7 +54,7 @@ def test_load_run_reads_eval_results_and_prefers_run_summary(tmp_path):
     assert load_run(tmp_path / "a").tokens == 4e7
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "eval_results.json").write_text(json.dumps({"eval_loss": 3.0}))
-    with pytest.raises(KeyError, match="num_parameters"):
+    with pytest.raises(ValueError, match="num_parameters"):
         load_run(tmp_path / "b")
 
 

@@ -8,9 +8,17 @@ trains the wrong model.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import math
+import re
+import textwrap
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +29,79 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message names the problem and the fix."""
+
+
+class RangeError(ConfigError):
+    """A known key with a value outside its valid range (the message gives the range, not the keys)."""
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: docstring} of a config dataclass, read from the string under each field."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if (
+                isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+_RANGE = re.compile(r"[Rr]ange ([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])")
+
+
+def field_range(cls: type, name: str) -> str | None:
+    """The valid range a field's docstring declares, as written there ('[1, inf)', '(0, 1]'), or None."""
+    match = _RANGE.search(field_docs(cls).get(name, ""))
+    return None if match is None else f"{match[1]}{match[2]}, {match[3]}{match[4]}"
+
+
+def in_range(value: float, interval: str) -> bool:
+    """Whether `value` lies in an interval written like '[0, 1)' or '(0, inf)'."""
+    match = _RANGE.match(f"range {interval}")
+    lo, hi = float(match[2]), float(match[3])
+    above = value >= lo if match[1] == "[" else value > lo
+    below = value <= hi if match[4] == "]" else value < hi
+    return above and below
+
+
+def _check_number(cls: type, name: str, key: str, value: Any) -> None:
+    """Refuse NaN/inf everywhere and a value outside the field's declared range."""
+    values = value if isinstance(value, tuple) else (value,)
+    interval = field_range(cls, name)
+    for v in values:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        if not math.isfinite(v):
+            raise RangeError(f"{key}={v} is not a finite number; give a value in {interval or 'range'}")
+        if interval and not in_range(v, interval):
+            raise RangeError(f"{key}={v} is out of range; give a value in {interval}")
+
+
+def bounded(kind: type, interval: str) -> Callable[[str], Any]:
+    """An argparse `type=` for CLI numbers: parses `kind`, refuses NaN/inf and values outside
+    `interval` (written like '[1, inf)'), naming the valid range."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        if not math.isfinite(value) or not in_range(value, interval):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give a value in {interval}")
+        return value
+
+    return parse
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -76,7 +157,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         unknown = sorted(set(value) - set(types_))
         if unknown:
             raise ConfigError(f"{key}: unknown key(s) {unknown}; valid: {list(types_)}")
-        return tp(**{k: _coerce(v, types_[k], f"{key}.{k}") for k, v in value.items()})
+        item = {k: _coerce(v, types_[k], f"{key}.{k}") for k, v in value.items()}
+        for k, v in item.items():
+            _check_number(tp, k, f"{key}.{k}", v)
+        return tp(**item)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -181,6 +265,8 @@ def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
         raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(keys)}")
     try:
         return _instantiate(cls, merged, "")
+    except RangeError:
+        raise
     except ConfigError as err:
         raise ConfigError(f"{err}; valid keys: {', '.join(keys)}") from None
 
@@ -193,6 +279,7 @@ def _instantiate(cls: type[T], flat: dict[str, Any], prefix: str) -> T:
             kwargs[name] = _instantiate(tp, flat, f"{key}.")
         elif key in flat:
             kwargs[name] = _coerce(flat[key], tp, key)
+            _check_number(cls, name, key, kwargs[name])
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -231,3 +318,28 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML; reading it back with `parse_config` gives the same config."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + "|".join(map(str, args))
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0]) if args else 'str'}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def render_help(cfg: Any, prefix: str = "") -> str:
+    """Every key of a config: `--section.key=VALUE  (type, default)` and its docstring, one block each."""
+    lines = []
+    for name, tp in _field_types(type(cfg)).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(tp):
+            lines.append(render_help(value, f"{prefix}{name}."))
+            continue
+        default = to_dict(value) if isinstance(value, tuple) else value
+        lines.append(f"  --{prefix}{name}  ({_type_name(tp)}, default {default!r})")
+        lines.append(f"      {field_docs(type(cfg)).get(name, '')}")
+    return "\n".join(lines)

@@ -19,8 +19,9 @@ import yaml
 from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
-from pretrain.config import ConfigError, parse_config, to_dict
+from pretrain.config import ConfigError, parse_config, render_help, to_dict
 from pretrain.data.mixture import SourceSets, load_mixture, tokenizer_data
+from pretrain.data.outputs import check_output, claim_output_dir
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
@@ -30,11 +31,13 @@ from pretrain.hub.push import HubError, check_hub_access, push_checkpoint, push_
 from pretrain.objectives.base import Objective
 from pretrain.prepare.sources import source_shards
 from pretrain.settings import make_run_config
+from pretrain.train.checkpoint import write_failure
 from pretrain.train.monitoring import plot_curves
 from pretrain.train.plan import check_parallel_family, check_parallel_launch
 from pretrain.train.trainer import Trainer, TrainingStopped
 
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
+TRAIN_OUTPUT_FILES = ("resolved_config.yaml", "metrics.jsonl")  # train outputs from before the marker
 
 
 def build_accelerator(cfg: Any) -> Accelerator:
@@ -42,6 +45,8 @@ def build_accelerator(cfg: Any) -> Accelerator:
     backend without a distributed launch breaks Accelerate, so only multi-process CPU runs get it."""
     import torch
 
+    if not torch.accelerator.is_available():  # what DeepSpeed would pick anyway, minus its warning
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = (
         [InitProcessGroupKwargs(backend="gloo")] if multi_process and not torch.cuda.is_available() else []
@@ -75,7 +80,17 @@ def check_launch(accelerator: Accelerator) -> None:
 
 
 def prepare_output_dir(cfg: Any) -> Path:
+    """Create and mark output_dir; refuse one that overlaps an input, is not a train output, or holds a
+    finished model (unless overwriting or resuming)."""
     out = Path(cfg.train.output_dir)
+    inputs = (
+        cfg.data.train_file,
+        cfg.data.validation_file,
+        cfg.model.model_name_or_path,
+        cfg.model.tokenizer_name,
+        *(source.path for source in (*cfg.data.sources, *cfg.data.validation_sources)),
+    )
+    check_output(out, inputs, "train.output_dir")
     finished = all((out / f).is_file() for f in FINAL_MODEL_FILES)
     if finished and not cfg.train.overwrite_output_dir and not cfg.train.resume_from_checkpoint:
         raise ConfigError(
@@ -83,7 +98,7 @@ def prepare_output_dir(cfg: Any) -> Path:
             "or choose another directory"
         )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out, "train", inputs, legacy=TRAIN_OUTPUT_FILES, what="train.output_dir")
         tempfile.TemporaryFile(dir=out).close()
     except OSError as err:
         raise ConfigError(
@@ -173,8 +188,6 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     set_seed(cfg.train.seed)
     out = prepare_output_dir(cfg) if accelerator.is_main_process else Path(cfg.train.output_dir)
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if accelerator.is_main_process:
-        (out / "resolved_config.yaml").write_text(config_yaml)
     if not accelerator.is_local_main_process:
         datasets.disable_progress_bars()
     objective, model, train_data, eval_data, valid_raw = build_components(objective_cls, cfg, accelerator)
@@ -205,6 +218,8 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         init_kwargs = {"wandb": {"dir": str(out)}} if "wandb" in cfg.train.report_to else {}
         accelerator.init_trackers(objective.name, config=flat_config(cfg), init_kwargs=init_kwargs)
     trainer.maybe_resume()
+    if accelerator.is_main_process:  # only now: every check has passed
+        (out / "resolved_config.yaml").write_text(config_yaml)
     state = trainer.train()
     save_final_model(objective, trainer, accelerator, out)
     batch_size = cfg.train.eval_batch_size or cfg.train.micro_batch_size
@@ -230,7 +245,7 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
         results.update(compression_baselines("\n\n".join(valid_raw["text"]).encode("utf-8")))
     if accelerator.is_main_process:
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))
-        plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png")
+        plot_curves(out / "metrics.jsonl", out / "eval_history.jsonl", out / "loss_curve.png", results)
         plot_loss_by_frequency(out / "eval_history.jsonl", results, out / "loss_by_frequency.png")
         print_summary(results)
     accelerator.end_training()
@@ -251,7 +266,12 @@ def save_final_model(objective: Objective, trainer: Trainer, accelerator: Accele
     """The final model in Hugging Face format at the root of output_dir (gathered under ZeRO-3/FSDP/TP)."""
     module, state_dict = trainer.plan.gather_state_dict(trainer.model)
     if accelerator.is_main_process:
-        objective.save_model(module, out, state_dict=state_dict)
+        try:
+            objective.save_model(module, out, state_dict=state_dict)
+        except OSError as err:
+            for name in FINAL_MODEL_FILES:  # a half-written model must not look finished
+                (out / name).unlink(missing_ok=True)
+            raise ConfigError(write_failure(err, out / "model.safetensors", out)) from err
     accelerator.wait_for_everyone()
 
 
@@ -289,8 +309,17 @@ def main(
 ) -> int:
     """Recipe entry point: parse argv into the objective's config and train; 0 on success."""
     argv = sys.argv[1:] if argv is None else argv
+    wants_help = any(a in ("-h", "--help") for a in argv)
     try:
-        cfg = parse_config(make_run_config(objective_cls.Config), argv, default_config)
+        cfg = parse_config(
+            make_run_config(objective_cls.Config),
+            [a for a in argv if a not in ("-h", "--help")],
+            default_config,
+        )
+        if wants_help:  # the keys with this run's values (defaults < recipe YAML < given overrides)
+            print(f"usage: [CONFIG.yaml] [--section.key=value ...]  (objective {objective_cls.name})\n")
+            print(render_help(cfg))
+            return 0
         train(objective_cls, cfg)
     except (ConfigError, DataError, TrainingStopped, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -300,11 +329,17 @@ def main(
 
 def cli_main(argv: list[str]) -> int:
     """`pretrain train OBJECTIVE [CONFIG.yaml] [--k=v ...]`: the recipes' entry point by objective name."""
-    from pretrain.objectives import get_objective
+    from pretrain.objectives import OBJECTIVES, get_objective
 
     if not argv or argv[0].startswith("-"):
-        print("usage: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]", file=sys.stderr)
-        return 2
+        wants_help = bool(argv) and argv[0] in ("-h", "--help")
+        print(
+            "usage: pretrain train OBJECTIVE [CONFIG.yaml] [--section.key=value ...]\n"
+            f"objectives: {', '.join(OBJECTIVES)}\n"
+            "`pretrain train OBJECTIVE --help` lists every config key with its type, default and meaning",
+            file=sys.stdout if wants_help else sys.stderr,
+        )
+        return 0 if wants_help else 2
     try:
         objective_cls = get_objective(argv[0])
     except ConfigError as err:

@@ -106,7 +106,9 @@ class ShardSet:
             lo, hi = max(self.start, int(self.offsets[k])), min(self.stop, int(self.offsets[k + 1]))
             if lo < hi:
                 pieces.append((str(shard.prefix), lo - int(self.offsets[k]), hi - int(self.offsets[k])))
-        kwargs = {"pieces": pieces, "tokenizer_dir": str(self.tokenizer_dir)}
+        # The files' sizes and times join datasets' cache key: a rewritten shard set is decoded afresh.
+        stamp = tuple((s.bin_path.stat().st_size, s.bin_path.stat().st_mtime_ns) for s in self.shards)
+        kwargs = {"pieces": pieces, "tokenizer_dir": str(self.tokenizer_dir), "stamp": stamp}
         return datasets.Dataset.from_generator(_decoded_documents, gen_kwargs=kwargs)
 
     def split_at_document(self, fraction: float) -> tuple[ShardSet, ShardSet]:
@@ -144,7 +146,9 @@ class ShardSet:
             )
 
 
-def _decoded_documents(pieces: list[tuple[str, int, int]], tokenizer_dir: str) -> Iterator[dict[str, str]]:
+def _decoded_documents(
+    pieces: list[tuple[str, int, int]], tokenizer_dir: str, stamp: tuple
+) -> Iterator[dict[str, str]]:
     """{"text": ...} for each document starting in token range [lo, hi) of each shard (prefix, lo, hi)."""
     from transformers import AutoTokenizer
 

@@ -182,6 +182,12 @@ def load_text_file(path: str, text_column: str = "text") -> datasets.Dataset:
             f"{path} has no column {text_column!r} (columns: {ds.column_names}); set --data.text_column"
         )
     ds = ds.select_columns([text_column]).rename_column(text_column, "text") if text_column != "text" else ds
+    dtype = getattr(ds.features["text"], "dtype", None)
+    if dtype not in ("string", "large_string", "null"):  # null: no document at all (reported below)
+        raise DataError(
+            f"{path}: column {text_column!r} holds {dtype or type(ds.features['text']).__name__}, not text; "
+            "set --data.text_column to the column with the documents' text"
+        )
     ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
     if len(ds) == 0:
         raise DataError(f"{path} holds no non-empty text; give a file with text in it")
@@ -220,7 +226,10 @@ def _load_file(p: Path) -> datasets.Dataset:
 
 
 def _read_text_documents(p: Path) -> list[str]:
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise DataError(f"{p} cannot be read ({err.strerror}); check its permissions") from err
     if b"\x00" in raw[:65536]:
         raise DataError(f"{p} looks binary (NUL bytes); give a UTF-8 text file")
     try:
@@ -232,8 +241,9 @@ def _read_text_documents(p: Path) -> list[str]:
 
 def _split_text_documents(text: str) -> list[str]:
     """Documents of a plain-text file: wikitext-style ' = Title = ' headings start a new document,
-    otherwise each blank-line separated block is one."""
-    lines = text.splitlines()
+    otherwise each blank-line separated block is one. A BOM, CRLF/CR line endings and lines holding
+    only whitespace split exactly as a clean LF file does."""
+    lines = text.removeprefix("\ufeff").splitlines()
     if sum(1 for ln in lines if _is_wikitext_title(ln)) >= 2:
         docs, current = [], []
         for line in lines:
@@ -243,7 +253,14 @@ def _split_text_documents(text: str) -> list[str]:
             current.append(line)
         docs.append("\n".join(current).strip())
         return [d for d in docs if d]
-    return [block.strip() for block in text.split("\n\n") if block.strip()]
+    docs, current = [], []
+    for line in [*lines, ""]:
+        if line.strip():
+            current.append(line)
+        elif current:
+            docs.append("\n".join(current).strip())
+            current = []
+    return docs
 
 
 def _is_wikitext_title(line: str) -> bool:

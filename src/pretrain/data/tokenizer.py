@@ -51,7 +51,7 @@ def train_bpe_tokenizer(
         vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=datasets.is_progress_bar_enabled(),  # off where datasets bars are (other ranks)
     )
     tok.train_from_iterator(_text_iterator(ds), trainer=trainer, length=len(ds))
     return PreTrainedTokenizerFast(
@@ -116,8 +116,24 @@ def build_tokenizer(
     return AutoTokenizer.from_pretrained(str(path))
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "tokenizer.model",
+)
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """A tokenizer from a local directory or the Hub; clear message when it cannot be found."""
+    if os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        # transformers would build a placeholder tokenizer from config.json alone
+        raise ConfigError(
+            f"{name} holds no tokenizer (no {' / '.join(TOKENIZER_FILES[:2])}); save the run's tokenizer there "
+            "or point model.tokenizer_name at a tokenizer directory"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # noqa: BLE001 - OSError offline, ValueError for bad dirs, ...

@@ -21,35 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.config import ConfigError, load_yaml, parse_overrides
+from pretrain.eval.detect import detect_objective
 from pretrain.eval.downstream_cli import TASK_OPTIONS, format_downstream, run_tasks
-
-# Architectures (config.json "architectures") whose objective is unambiguous.
-_ARCHITECTURE_OBJECTIVES = {
-    "T5ForConditionalGeneration": "t5",
-    "XLNetLMHeadModel": "permutation",
-    "BertForMaskedLM": "masked",
-    "RobertaForMaskedLM": "masked",
-    "BertForPreTraining": "masked",
-}
-
-
-def detect_objective(model_dir: Path) -> str:
-    """The objective a saved model was trained with."""
-    results = model_dir / "eval_results.json"
-    if results.is_file():
-        name = json.loads(results.read_text()).get("objective")
-        if name:
-            return name
-    if (model_dir / "modules.json").is_file():
-        return "contrastive"
-    config = model_dir / "config.json"
-    if not config.is_file():
-        raise ConfigError(
-            f"--model {model_dir} has no config.json; give a directory written by a recipe or save_pretrained"
-        )
-    architectures = json.loads(config.read_text()).get("architectures") or [""]
-    return _ARCHITECTURE_OBJECTIVES.get(architectures[0], "causal")
-
 
 _VALUE_OPTIONS = (
     "--model",
@@ -165,6 +138,16 @@ def run_eval(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     from pretrain.data.text import DataError
+
+    if any(a in ("-h", "--help") for a in argv):
+        from pretrain.config import build_config, render_help
+        from pretrain.settings import NoObjectiveConfig, make_run_config
+
+        keys = render_help(build_config(make_run_config(NoObjectiveConfig)))
+        print(
+            f"{__doc__}\nConfig keys (the run's resolved_config.yaml gives their values; objective keys too):\n{keys}"
+        )
+        return 0
 
     try:
         results = run_eval(argv)

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from pretrain.config import ConfigError
+from pretrain.data.outputs import check_output
 from pretrain.eval.compression import CompressedFileError, CompressionReport, compress_bytes, decompress_bytes
+from pretrain.eval.plmz import is_plmz
 
 
 def format_report(report: CompressionReport, baselines: dict[str, float]) -> str:
@@ -52,11 +54,24 @@ def _parse_args(prog: str, argv: list[str], first: str, second: str, coding: boo
     return parser.parse_args(argv)
 
 
-def _check_paths(source: Path, target: Path, force: bool) -> None:
+def _check_paths(source: Path, target: Path, force: bool, model: str, coded_target: bool) -> None:
+    """Refuse a missing input, an output that is an input (or inside the model), a directory, an
+    existing file without --force and, for compress, replacing a file that compress did not write."""
     if not source.is_file():
         raise ConfigError(f"{source} is not a file; give the file to read first, then the file to write")
+    check_output(target, [source, model], "output")
+    if target.is_dir():
+        raise ConfigError(f"the output {target} is a directory; give a file name to write")
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"the output's directory {target.parent} does not exist; create it or choose another path"
+        )
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; pass --force to overwrite it or choose another name")
+    if target.exists() and coded_target and not is_plmz(target):
+        raise ConfigError(
+            f"{target} is not a file written by pretrain compress; --force replaces only those: choose another name"
+        )
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -72,7 +87,7 @@ def compress_main(argv: list[str]) -> int:
 
     args = _parse_args("pretrain compress", argv, "input", "output", coding=True)
     try:
-        _check_paths(args.input, args.output, args.force)
+        _check_paths(args.input, args.output, args.force, args.model, coded_target=True)
         data = args.input.read_bytes()
         blob, report = compress_bytes(
             data, args.model, streams=args.streams, stride=args.stride, threads=args.threads
@@ -89,7 +104,7 @@ def decompress_main(argv: list[str]) -> int:
     """`pretrain decompress --model DIR COMPRESSED OUT`: restore the exact original bytes."""
     args = _parse_args("pretrain decompress", argv, "compressed", "output", coding=False)
     try:
-        _check_paths(args.compressed, args.output, args.force)
+        _check_paths(args.compressed, args.output, args.force, args.model, coded_target=False)
         data = decompress_bytes(args.compressed.read_bytes(), args.model)
         write_atomically(args.output, data)
     except CompressedFileError as err:

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -43,48 +41,12 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizer
 
 from pretrain.config import ConfigError
 from pretrain.data.fast_encode import batch_encoder
+from pretrain.eval.plmz import MAX_STREAMS, CompressedFileError, Header, check_header, check_payload
 
-MAGIC = b"PLMZ"
-FORMAT_VERSION = 1
+__all__ = ["CompressedFileError", "Header", "compress_bytes", "decompress_bytes"]
+
 PRECISION_BITS = 24  # constriction's default Categorical precision: probabilities are k / 2**24
-MAX_STREAMS = 64
 MIN_STREAM_WINDOWS = 8  # a stream gets at least 8 context windows of tokens, so cold starts stay rare
-
-
-class CompressedFileError(ValueError):
-    """A compressed file that cannot be decoded with the given model."""
-
-
-@dataclass(frozen=True)
-class Header:
-    """Everything the decoder needs besides the model: sizes, layout and a check of the result."""
-
-    fingerprint: bytes  # first 8 bytes of the sha256 of the model files
-    crc32: int  # of the original bytes
-    num_bytes: int
-    num_tokens: int
-    streams: int
-    window: int  # tokens of context at most
-    stride: int  # tokens coded between two re-encodings of the context
-    threads: int  # torch CPU threads of the encoder; the decoder uses the same
-
-    # magic, format version, then the fields above, little-endian: 45 bytes.
-    LAYOUT: ClassVar[struct.Struct] = struct.Struct("<4sB8sIQQHIIH")
-
-    def to_bytes(self) -> bytes:
-        return self.LAYOUT.pack(MAGIC, FORMAT_VERSION, *astuple(self))
-
-    @classmethod
-    def read(cls, blob: bytes) -> Header:
-        """The header at the start of `blob` (the coded words follow it)."""
-        if blob[:4] != MAGIC:
-            raise CompressedFileError("it is not a file written by `pretrain compress` (no PLMZ header)")
-        if len(blob) < cls.LAYOUT.size:
-            raise CompressedFileError("its header is truncated")
-        _, version, *fields = cls.LAYOUT.unpack_from(blob)
-        if version != FORMAT_VERSION:
-            raise CompressedFileError(f"it has format version {version}; this version reads {FORMAT_VERSION}")
-        return cls(*fields)
 
 
 @dataclass(frozen=True)
@@ -114,10 +76,16 @@ class CompressionReport:
 def load_causal_lm(model_dir: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """A saved causal (or prefix-LM) model in float32 eval mode, with its tokenizer."""
     from pretrain.data.tokenizer import load_tokenizer
+    from pretrain.eval.detect import detect_objective
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ConfigError(f"--model {path} has no config.json; give the output_dir of a finished causal run")
+    objective = detect_objective(path)
+    if objective not in ("causal", "prefix_lm"):
+        raise ConfigError(
+            f"--model {path} is a {objective} model; give the output_dir of a causal or prefix-LM run"
+        )
     tokenizer = load_tokenizer(str(path))
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -325,8 +293,9 @@ def compress_bytes(
         return tokens
 
     _run_streams(model, header, start_id, encode)
-    head = header.to_bytes()
-    blob = head + encoder.get_compressed().astype("<u4").tobytes()
+    payload = encoder.get_compressed().astype("<u4").tobytes()
+    head = replace(header, payload_crc32=zlib.crc32(payload)).to_bytes()
+    blob = head + payload
     report = CompressionReport(
         original_bytes=len(data),
         compressed_bytes=len(blob),
@@ -344,6 +313,8 @@ def decompress_bytes(blob: bytes, model_dir: str | Path) -> bytes:
     import constriction
 
     header = Header.read(blob)
+    payload = blob[Header.LAYOUT.size :]
+    check_payload(header, payload)
     fingerprint, _ = model_fingerprint(model_dir)
     if fingerprint != header.fingerprint:
         raise CompressedFileError(
@@ -351,9 +322,7 @@ def decompress_bytes(blob: bytes, model_dir: str | Path) -> bytes:
             f"{model_dir} has {fingerprint.hex()}); give the --model it was compressed with"
         )
     model, tokenizer = load_causal_lm(model_dir)
-    payload = blob[Header.LAYOUT.size :]
-    if len(payload) % 4:
-        raise CompressedFileError("it is truncated (its coded words are not whole 32-bit words)")
+    check_header(header, len(payload), len(tokenizer), max_positions(model))
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
     family = constriction.stream.model.Categorical(perfect=False)

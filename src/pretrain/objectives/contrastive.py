@@ -64,19 +64,19 @@ class ContrastiveConfig:
     """Unsupervised positives: 'dropout', the same paragraph twice (SimCSE); 'crop', two independent random
     token spans of the paragraph, dropout still on (Contriever's cropping, Izacard et al. 2022)."""
     crop_ratio: tuple[float, float] = (0.1, 0.5)
-    """views=crop: each span's length is this uniform fraction range of the paragraph (Contriever: 0.1-0.5)."""
+    """views=crop: each span's length is this uniform fraction range of the paragraph (Contriever: 0.1-0.5). Range (0, 1]."""
     temperature: float = 0.05
-    """InfoNCE temperature tau on cosine similarities (Gao et al. 2021, SimCSE, appendix D: 0.05)."""
+    """InfoNCE temperature tau on cosine similarities (Gao et al. 2021, SimCSE, appendix D: 0.05). Range (0, inf)."""
     pooling: Literal["cls", "mean"] = "cls"
     """Sentence vector: the first token's last hidden state, or the mean over non-padding tokens."""
     mlp_head: bool = True
     """Train through SimCSE's MLP head (Linear + tanh on the pooled vector); never saved."""
     mlm_weight: float = 0.0
-    """Weight of an auxiliary masked-LM loss per anchor (SimCSE's --do_mlm, its code's default 0.1); 0 = off."""
+    """Weight of an auxiliary masked-LM loss per anchor (SimCSE's --do_mlm, its code's default 0.1); 0 = off. Range [0, inf)."""
     mlm_probability: float = 0.15
-    """Fraction of tokens masked for the auxiliary MLM loss, replaced 80/10/10 (BERT, Devlin et al. 2019)."""
+    """Fraction of tokens masked for the auxiliary MLM loss, replaced 80/10/10 (BERT, Devlin et al. 2019). Range [0, 1]."""
     min_words: int = 8
-    """Skip paragraphs with fewer whitespace-separated words (each half needs some text)."""
+    """Skip paragraphs with fewer whitespace-separated words (each half needs some text). Range [0, inf)."""
     sts_file: str = ""
     """Optional local .csv/.tsv/.jsonl with sentence1, sentence2, score: adds sts_spearman to evaluation."""
 

@@ -40,11 +40,11 @@ from pretrain.settings import ModelConfig
 @dataclass(frozen=True)
 class MaskedLMConfig:
     mlm_probability: float = 0.15
-    """Fraction of non-special tokens selected for prediction (BERT, Devlin et al. 2019, sec. 3.1: 15%)."""
+    """Fraction of non-special tokens selected for prediction (BERT, Devlin et al. 2019, sec. 3.1: 15%). Range (0, 1]."""
     mask_replace_prob: float = 0.8
-    """Fraction of selected tokens replaced by <mask> (BERT sec. 3.1: 80%)."""
+    """Fraction of selected tokens replaced by <mask> (BERT sec. 3.1: 80%). Range [0, 1]."""
     random_replace_prob: float = 0.1
-    """Fraction of selected tokens replaced by a random non-special token (BERT: 10%); the rest stay as they are."""
+    """Fraction of selected tokens replaced by a random non-special token (BERT: 10%); the rest stay as they are. Range [0, 1]."""
     whole_word_mask: bool = False
     """Select whole words (every sub-token of a word together), as in BERT's whole-word-masking models."""
     sentence_task: Literal["none", "nsp", "sop"] = "none"

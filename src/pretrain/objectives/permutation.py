@@ -28,9 +28,9 @@ from pretrain.objectives.plm_collator import MAX_SPAN_LENGTH, PLM_PROBABILITY, P
 class PermutationConfig:
     plm_probability: float = PLM_PROBABILITY
     """Fraction of tokens predicted: one span of L tokens per int(L / plm_probability) tokens
-    (XLNet partial prediction 1/K with K = 6, Yang et al. 2019, sec. 2.3)."""
+    (XLNet partial prediction 1/K with K = 6, Yang et al. 2019, sec. 2.3). Range (0, 1]."""
     max_span_length: int = MAX_SPAN_LENGTH
-    """Longest target span (tokens); lengths are uniform in 1..this (XLNet max_gram = 5)."""
+    """Longest target span (tokens); lengths are uniform in 1..this (XLNet max_gram = 5). Range [1, inf)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.plm_probability <= 0.5:

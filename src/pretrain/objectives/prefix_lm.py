@@ -25,10 +25,10 @@ from pretrain.objectives.causal import CausalLM
 @dataclass(frozen=True)
 class PrefixLMConfig:
     prefix_fraction_min: float = 0.0
-    """Shortest prefix, as a fraction of its document's tokens in the row (T5's prefix LM: uniform on 0-1)."""
+    """Shortest prefix, as a fraction of its document's tokens in the row (T5's prefix LM: uniform on 0-1). Range [0, 1]."""
     prefix_fraction_max: float = 1.0
     """Longest prefix, as a fraction of its document's tokens in the row; a document's last token is
-    always a target."""
+    always a target. Range [0, 1]."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prefix_fraction_min <= self.prefix_fraction_max <= 1.0:

@@ -29,11 +29,11 @@ from pretrain.objectives.span_corruption import compute_input_and_target_lengths
 @dataclass(frozen=True)
 class SpanCorruptionConfig:
     noise_density: float = 0.15
-    """Fraction of raw tokens corrupted (T5, Raffel et al. 2020, sec. 3.1.4: 15%)."""
+    """Fraction of raw tokens corrupted (T5, Raffel et al. 2020, sec. 3.1.4: 15%). Range (0, 1)."""
     mean_noise_span_length: float = 3.0
-    """Mean length of a corrupted span, in tokens (T5 sec. 3.1.4: 3)."""
+    """Mean length of a corrupted span, in tokens (T5 sec. 3.1.4: 3). Range [1, inf)."""
     num_sentinels: int = 100
-    """Sentinel tokens <extra_id_0>... added to the trained tokenizer (T5's vocabulary has 100)."""
+    """Sentinel tokens <extra_id_0>... added to the trained tokenizer (T5's vocabulary has 100). Range [1, inf)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.noise_density < 1.0:

@@ -13,9 +13,9 @@ class ExecutorConfig:
     """Where the stages run: local (datatrove process pool), slurm (sbatch job arrays), ray (a Ray
     cluster: RAY_ADDRESS, else a local one on 127.0.0.1), datasets (one machine, `datasets.map`)."""
     tasks: int = 1
-    """datatrove tasks; input files are split over them whole, so give at least as many files."""
+    """datatrove tasks; input files are split over them whole, so give at least as many files. Range [1, inf)."""
     workers: int = 1
-    """Tasks running at once (local processes, Slurm array throttle, Ray tasks); 0 = all of them."""
+    """Tasks running at once (local processes, Slurm array throttle, Ray tasks); 0 = all of them. Range [0, inf)."""
     logging_dir: str = ""
     """datatrove logs, completion markers and intermediates; empty = OUTPUT/logs. Same dir = resume."""
     partition: str = ""
@@ -23,9 +23,9 @@ class ExecutorConfig:
     time: str = "24:00:00"
     """Slurm time limit per array task (HH:MM:SS)."""
     cpus_per_task: int = 1
-    """CPUs reserved per task (Slurm and Ray)."""
+    """CPUs reserved per task (Slurm and Ray). Range [1, inf)."""
     mem_per_cpu_gb: float = 2.0
-    """Memory reserved per CPU, in GB (Slurm and Ray)."""
+    """Memory reserved per CPU, in GB (Slurm and Ray). Range (0, inf)."""
 
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.config import ConfigError, to_dict
+from pretrain.data.outputs import claim_output_dir, mark_output_dir
 from pretrain.prepare.executor_config import ExecutorConfig
-from pretrain.prepare.pipeline import DataPipeConfig, prepare
+from pretrain.prepare.pipeline import PREPARE_OUTPUT_FILES, DataPipeConfig, prepare
 
 FINGERPRINT = "pipeline.json"
 """File in the logging dir naming the inputs, output, tasks and stage config that it belongs to."""
@@ -198,12 +199,19 @@ def run_prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> 
             "--executor slurm: sbatch is not on PATH; run on a Slurm login node or use --executor local"
         )
     files = list_input_files(sources)
+    if all(os.path.getsize(f) == 0 for f in files):
+        raise ConfigError(
+            f"inputs {sources} hold no documents (every file is empty); give files with text in them"
+        )
     output = Path(output).resolve()
     logdir = Path(ex.logging_dir).resolve() if ex.logging_dir else output / "logs"
+    # Never replace what prepare did not write: refuse an output overlapping the inputs or foreign.
+    claim_output_dir(output, "data prepare", sources, legacy=(*PREPARE_OUTPUT_FILES, "logs"), create=False)
     fingerprint = _fingerprint(files, output, cfg)
     _check_dirs(output, logdir, fingerprint, cfg.pipeline.overwrite)
     plan = plan_stages(files, sources, output, logdir / "work", cfg)
     with ray_session(ex) if ex.name == "ray" else _nothing():
+        mark_output_dir(output, "data prepare")
         logdir.mkdir(parents=True, exist_ok=True)
         (logdir / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n")
         executors, previous = [], None

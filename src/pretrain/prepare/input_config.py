@@ -24,7 +24,7 @@ def iter_txt_documents(files: list[str], sample_by: str) -> Iterator[dict[str, s
     Unlike `datasets`' text builder, a line holding only spaces counts as blank (wikitext's are " ").
     """
     for file in files:
-        with open(file, encoding="utf-8", errors="replace") as f:
+        with open(file, encoding="utf-8-sig", errors="replace") as f:
             if sample_by == "document":
                 yield {"text": f.read()}
                 continue

@@ -18,9 +18,9 @@ class LangIdConfig:
     languages: tuple[str, ...] = ("en",)
     """ISO 639-1 codes of the languages to keep."""
     min_confidence: float = 0.65
-    """Least probability of the detected language (FineWeb keeps English at fastText score 0.65)."""
+    """Least probability of the detected language (FineWeb keeps English at fastText score 0.65). Range [0, 1]."""
     max_chars: int = 10_000
-    """Classify only the first max_chars characters of a document (speed; the verdict settles early)."""
+    """Classify only the first max_chars characters of a document (speed; the verdict settles early). Range [1, inf)."""
 
     def __post_init__(self) -> None:
         if not self.languages:

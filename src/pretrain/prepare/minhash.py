@@ -43,17 +43,17 @@ class NearDedupConfig:
     14 bands x 8 rows = 112 permutations, an S-curve whose midpoint (1/14)**(1/8) is Jaccard 0.72."""
 
     ngram: int = 5
-    """Words per shingle."""
+    """Words per shingle. Range [1, inf)."""
     num_perm: int = 112
-    """MinHash permutations (hash functions) per document."""
+    """MinHash permutations (hash functions) per document. Range [1, inf)."""
     bands: int = 14
-    """LSH bands: documents identical on all rows of any band are candidate duplicates."""
+    """LSH bands: documents identical on all rows of any band are candidate duplicates. Range [1, inf)."""
     rows: int = 8
-    """Signature rows per band; bands * rows must not exceed num_perm."""
+    """Signature rows per band; bands * rows must not exceed num_perm. Range [1, inf)."""
     threshold: float = 0.0
-    """If > 0, ignore bands/rows and pick them for this Jaccard threshold as datasketch's MinHashLSH does."""
+    """If > 0, ignore bands/rows and pick them for this Jaccard threshold as datasketch's MinHashLSH does. Range [0, 1)."""
     seed: int = 1
-    """Seed of the permutations, so signatures are reproducible across runs and processes."""
+    """Seed of the permutations, so signatures are reproducible across runs and processes. Range [0, 4294967295]."""
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or self.num_perm < 1:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from pretrain.config import ConfigError, save_config, to_dict
+from pretrain.data.outputs import claim_output_dir, mark_output_dir
 from pretrain.prepare.dedup import (
     ExactDedupConfig,
     drop_lines,
@@ -48,13 +49,13 @@ class PipelineConfig:
     stages: tuple[str, ...] = ("normalize", "exact_dedup", "langid", "quality", "near_dedup", "pii")
     """Stages to run, in order; leave one out to switch it off. Names: the other config sections."""
     num_proc: int = 1
-    """Worker processes for each pass over the data."""
+    """Worker processes for each pass over the data. Range [1, inf)."""
     batch_size: int = 1000
-    """Documents per batch handed to a stage (and per MinHash numpy batch)."""
+    """Documents per batch handed to a stage (and per MinHash numpy batch). Range [1, inf)."""
     examples_per_reason: int = 2
-    """Removed documents quoted in the report for each removal reason."""
+    """Removed documents quoted in the report for each removal reason. Range [0, inf)."""
     example_chars: int = 300
-    """Characters kept of each quoted document."""
+    """Characters kept of each quoted document. Range [0, inf)."""
     cache_dir: str = ""
     """Cache for Hub downloads and converted inputs; empty = a temporary folder, deleted at the end."""
     overwrite: bool = False
@@ -250,11 +251,38 @@ def run_stages(
     return ds, runner.reports
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and any(output.iterdir()) and not overwrite:
+PREPARE_OUTPUT_FILES = ("report.json", "datapipe_config.yaml")  # prepare outputs from before the marker
+
+
+def _check_output(output: Path, sources: list[str], overwrite: bool) -> None:
+    """Refuse an output overlapping an input, a non-empty directory prepare did not write, and (without
+    overwrite) one it did write."""
+    ours = claim_output_dir(
+        output, "data prepare", sources, legacy=PREPARE_OUTPUT_FILES, what="--output", create=False
+    )
+    if ours and any(output.iterdir()) and not overwrite:
         raise ConfigError(
             f"output directory {output} is not empty; pass --pipeline.overwrite=true to replace it"
         )
+
+
+def _load(sources: list[str], cfg: DataPipeConfig, scratch: str) -> datasets.Dataset:
+    """The inputs as one dataset; unreadable, malformed or empty inputs are a ConfigError."""
+    try:
+        ds = load_inputs(sources, cfg.input, cfg.pipeline.cache_dir or scratch)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for empty or malformed files
+        cause = err.__cause__ or err
+        if type(cause).__name__ == "SchemaInferenceError":  # the generator yielded no document
+            raise ConfigError(f"inputs {sources} hold no documents; give files with text in them") from None
+        raise ConfigError(
+            f"could not read inputs {sources} ({type(cause).__name__}: {str(cause)[:120]}); check that they "
+            "exist, are in a supported format and hold text"
+        ) from None
+    if len(ds) == 0:
+        raise ConfigError(f"inputs {sources} hold no documents; give files with text in them")
+    return ds
 
 
 def prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> dict[str, Any]:
@@ -263,17 +291,18 @@ def prepare(sources: list[str], output: str | Path, cfg: DataPipeConfig) -> dict
     Returns the report. Intermediate Arrow files live in a temporary folder beside `output`.
     """
     output = Path(output)
-    _check_output(output, cfg.pipeline.overwrite)
+    _check_output(output, sources, cfg.pipeline.overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     work_dir = tempfile.mkdtemp(prefix=f".{output.name}-work-", dir=output.parent)
     try:
-        ds = load_inputs(sources, cfg.input, cfg.pipeline.cache_dir or f"{work_dir}/inputs")
+        ds = _load(sources, cfg, f"{work_dir}/inputs")
         ds, reports = run_stages(ds, cfg, work_dir)
         if output.exists():
             shutil.rmtree(output)
         num_proc = cfg.pipeline.num_proc if 1 < cfg.pipeline.num_proc <= len(ds) else None
         # An empty dataset needs one explicit shard, or datasets writes none and cannot load it back.
         ds.save_to_disk(str(output), num_proc=num_proc, num_shards=1 if len(ds) == 0 else None)
+        mark_output_dir(output, "data prepare")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return write_report(sources, output, reports, cfg)

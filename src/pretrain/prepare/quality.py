@@ -26,35 +26,35 @@ _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 @dataclass(frozen=True)
 class QualityConfig:
     min_words: int = 50
-    """Fewest words a document may have (Gopher: 50)."""
+    """Fewest words a document may have (Gopher: 50). Range [0, inf)."""
     max_words: int = 100_000
-    """Most words a document may have (Gopher: 100,000)."""
+    """Most words a document may have (Gopher: 100,000). Range [1, inf)."""
     min_mean_word_length: float = 3.0
-    """Smallest mean length of non-symbol words, in characters (Gopher: 3)."""
+    """Smallest mean length of non-symbol words, in characters (Gopher: 3). Range [0, inf)."""
     max_mean_word_length: float = 10.0
-    """Largest mean length of non-symbol words, in characters (Gopher: 10)."""
+    """Largest mean length of non-symbol words, in characters (Gopher: 10). Range [0, inf)."""
     max_symbol_word_ratio: float = 0.1
-    """Most '#' per word, and most ellipses per word (Gopher: 0.1 for either)."""
+    """Most '#' per word, and most ellipses per word (Gopher: 0.1 for either). Range [0, inf)."""
     max_bullet_lines_fraction: float = 0.9
-    """Most lines that may start with a bullet (Gopher: 90%)."""
+    """Most lines that may start with a bullet (Gopher: 90%). Range [0, 1]."""
     max_ellipsis_lines_fraction: float = 0.3
-    """Most lines that may end with an ellipsis (Gopher: 30%)."""
+    """Most lines that may end with an ellipsis (Gopher: 30%). Range [0, 1]."""
     min_alpha_words_fraction: float = 0.8
-    """Fewest words that must contain a letter (Gopher: 80%)."""
+    """Fewest words that must contain a letter (Gopher: 80%). Range [0, 1]."""
     min_stop_words: int = 2
-    """Fewest distinct Gopher stop words (the, be, to, of, and, that, have, with) (Gopher: 2)."""
+    """Fewest distinct Gopher stop words (the, be, to, of, and, that, have, with) (Gopher: 2). Range [0, inf)."""
     max_duplicate_lines_fraction: float = 0.3
-    """Most lines that repeat an earlier line of the document (Gopher table A1: 0.30)."""
+    """Most lines that repeat an earlier line of the document (Gopher table A1: 0.30). Range [0, 1]."""
     max_duplicate_line_chars_fraction: float = 0.2
-    """Most characters in repeated lines (Gopher table A1: 0.20)."""
+    """Most characters in repeated lines (Gopher table A1: 0.20). Range [0, 1]."""
     max_duplicate_paragraphs_fraction: float = 0.3
-    """Most paragraphs (blank-line separated) that repeat an earlier one (Gopher table A1: 0.30)."""
+    """Most paragraphs (blank-line separated) that repeat an earlier one (Gopher table A1: 0.30). Range [0, 1]."""
     max_duplicate_paragraph_chars_fraction: float = 0.2
-    """Most characters in repeated paragraphs (Gopher table A1: 0.20)."""
+    """Most characters in repeated paragraphs (Gopher table A1: 0.20). Range [0, 1]."""
     max_top_ngram_chars_fraction: tuple[float, ...] = (0.20, 0.18, 0.16)
-    """For n = 2, 3, 4: most characters covered by the most frequent word n-gram (Gopher table A1)."""
+    """For n = 2, 3, 4: most characters covered by the most frequent word n-gram (Gopher table A1). Range [0, 1]."""
     max_duplicate_ngram_chars_fraction: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)
-    """For n = 5..10: most characters in word n-grams that occur more than once (Gopher table A1)."""
+    """For n = 5..10: most characters in word n-grams that occur more than once (Gopher table A1). Range [0, 1]."""
     reject_lorem_ipsum: bool = True
     """Drop documents containing "lorem ipsum" placeholder text (C4, Raffel et al. 2020)."""
     reject_curly_brace: bool = False

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from pretrain.config import ConfigError
 from pretrain.data.fast_encode import batch_encoder
+from pretrain.data.outputs import check_output, mark_output_dir
 from pretrain.data.shard_set import FORMAT, META_NAME, tokenizer_fingerprint
 from pretrain.data.shards import IndexedShard, ShardInfo, ShardWriter, dtype_for_vocab
 from pretrain.data.text import DataError
@@ -60,6 +61,7 @@ def tokenize_to_shards(
     if shard_tokens < 1 or num_proc < 1:
         raise ConfigError(f"--shard-tokens ({shard_tokens}) and --num-proc ({num_proc}) must be >= 1")
     input_cfg = input_cfg or InputConfig()
+    check_output(output, [*inputs, tokenizer_dir])
     tokenizer = load_tokenizer(tokenizer_dir)
     out = Path(output)
     identity = {
@@ -159,7 +161,7 @@ def _claim_output(out: Path, identity: dict) -> dict | None:
         raise ConfigError(
             f"--output {out} exists and is not a tokenize output; choose an empty or new directory"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out, "data tokenize")
     (out / f".{RUN_NAME}.tmp").write_text(json.dumps(identity, indent=2))
     os.replace(out / f".{RUN_NAME}.tmp", run_file)
     return None

@@ -15,6 +15,7 @@ import tempfile
 import time
 
 from pretrain.config import ConfigError
+from pretrain.data.outputs import claim_output_dir, mark_output_dir
 from pretrain.data.text import DataError
 from pretrain.data.tokenizer import BASE_SPECIAL_TOKENS, set_post_processor, train_bpe_tokenizer
 from pretrain.prepare.io import InputConfig, load_inputs
@@ -100,6 +101,7 @@ def train_tokenizer(
     input_cfg = input_cfg or InputConfig()
     if os.path.exists(os.path.join(output, "tokenizer.json")):
         raise ConfigError(f"--output {output} already holds a tokenizer; choose a new directory")
+    claim_output_dir(output, "tokenizer train", inputs, create=False)
     with tempfile.TemporaryDirectory(prefix="pretrain-tokenizer-") as cache:
         ds = load_inputs(inputs, input_cfg, cache).shuffle(seed=0)
         rows, seen = _sample_rows(ds, sample_bytes)
@@ -111,6 +113,7 @@ def train_tokenizer(
     if os.path.isdir(output) and not os.listdir(output):
         os.rmdir(output)
     os.replace(tmp, output)
+    mark_output_dir(output, "tokenizer train")
     return seen
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
+from pretrain.config import bounded
 from pretrain.scaling.planning import ScalingLaw, compute_optimal
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, appendix D.2
@@ -61,19 +63,36 @@ def load_run(run_dir: str | Path) -> RunPoint:
     results_path = run_dir / "eval_results.json"
     if not results_path.is_file():
         raise FileNotFoundError(f"{results_path} is missing; is {run_dir} a finished run?")
-    record = json.loads(results_path.read_text())
+    record = _read_json(results_path)
     summary_path = run_dir / "run_summary.json"
     if summary_path.is_file():
-        record.update(json.loads(summary_path.read_text()))
+        record.update(_read_json(summary_path))
     missing = [k for k in ("eval_loss", "num_parameters", "tokens_seen") if k not in record]
     if missing:
-        raise KeyError(f"{run_dir}: no {missing} in eval_results.json or run_summary.json")
-    return RunPoint(
-        run_dir.name,
-        float(record["num_parameters"]),
-        float(record["tokens_seen"]),
-        float(record["eval_loss"]),
-    )
+        raise ValueError(
+            f"{run_dir}: no {missing} in eval_results.json or run_summary.json; is it a finished run?"
+        )
+    values = {k: record[k] for k in ("num_parameters", "tokens_seen", "eval_loss")}
+    for key, value in values.items():
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+        if not (math.isfinite(number) and number > 0):
+            raise ValueError(
+                f"{run_dir}: {key}={value!r} is not a positive finite number; leave this run out of the fit"
+            )
+    return RunPoint(run_dir.name, *(float(v) for v in values.values()))
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from `path`; a malformed file is a ValueError naming it."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not readable JSON ({type(err).__name__}); rewrite or remove it"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds {type(record).__name__}, not a JSON object; rewrite or remove it")
+    return record
 
 
 def _huber(residual: np.ndarray) -> np.ndarray:
@@ -236,7 +255,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pretrain fit", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="finished run directories (eval_results.json inside)")
     parser.add_argument("--output", default="scaling_fit.png", help="where to write the iso-loss plot")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals")
+    parser.add_argument(
+        "--bootstrap",
+        type=bounded(int, "[0, 100000]"),
+        default=200,
+        help="bootstrap resamples for the intervals",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser.parse_args(argv)
 
@@ -245,7 +269,16 @@ def main(argv: list[str]) -> int:
     """Entry point of `pretrain fit`."""
     args = _parse_args(argv)
     finished = [run for run in args.runs if (Path(run) / "eval_results.json").is_file()]
-    points = sorted((load_run(run) for run in finished), key=lambda p: (p.params, p.tokens))
+    if not Path(args.output).resolve().parent.is_dir():
+        print(
+            f"error: --output {args.output}: its directory does not exist; create it first", file=sys.stderr
+        )
+        return 1
+    try:
+        points = sorted((load_run(run) for run in finished), key=lambda p: (p.params, p.tokens))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     skipped = len(args.runs) - len(points)
     if len(points) < 5:
         print(f"error: need at least 5 finished runs for 5 constants, got {len(points)}", file=sys.stderr)

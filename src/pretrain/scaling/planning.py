@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, replace
 
 from scipy.optimize import minimize_scalar
 
+from pretrain.config import bounded
 from pretrain.scaling.flops import PEAK_FLOPS, count_params, training_flops_per_token
 
 TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022, table 3: ~20 tokens per parameter at every scale
@@ -203,14 +205,37 @@ def format_plan(plan: dict) -> str:
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pretrain plan", description=__doc__.splitlines()[0])
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--compute", type=float, help="training budget in FLOPs, e.g. 5.76e23")
-    budget.add_argument("--gpu-hours", type=float, help="training budget in GPU-hours (with --gpu, --mfu)")
+    budget.add_argument(
+        "--compute", type=bounded(float, "(0, 1e40]"), help="training budget in FLOPs, e.g. 5.76e23"
+    )
+    budget.add_argument(
+        "--gpu-hours",
+        type=bounded(float, "(0, 1e12]"),
+        help="training budget in GPU-hours (with --gpu, --mfu)",
+    )
     parser.add_argument("--gpu", default="h100", choices=sorted(PEAK_FLOPS), help="device for --gpu-hours")
-    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for --gpu-hours")
-    parser.add_argument("--inference-tokens", type=float, default=0.0, help="tokens the model will serve")
+    parser.add_argument(
+        "--mfu", type=bounded(float, "(0, 1]"), default=0.4, help="model FLOPs utilisation for --gpu-hours"
+    )
+    parser.add_argument(
+        "--inference-tokens",
+        type=bounded(float, "[0, 1e30]"),
+        default=0.0,
+        help="tokens the model will serve",
+    )
     parser.add_argument("--family", default="gpt2", choices=["gpt2", "llama"], help="family of the preset")
-    parser.add_argument("--vocab-size", type=int, default=50257, help="vocabulary of the suggested preset")
-    parser.add_argument("--seq-len", type=int, default=2048, help="sequence length for the FLOPs/token")
+    parser.add_argument(
+        "--vocab-size",
+        type=bounded(int, "[1, 10000000]"),
+        default=50257,
+        help="vocabulary of the suggested preset",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=bounded(int, "[1, 10000000]"),
+        default=2048,
+        help="sequence length for the FLOPs/token",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser.parse_args(argv)
 
@@ -222,5 +247,13 @@ def main(argv: list[str]) -> int:
         args.compute if args.compute is not None else gpu_hours_to_flops(args.gpu_hours, args.gpu, args.mfu)
     )
     plan = build_plan(compute, args.inference_tokens, args.family, args.vocab_size, args.seq_len)
-    print(json.dumps(plan) if args.json else format_plan(plan))
+    try:
+        text = json.dumps(plan, allow_nan=False) if args.json else format_plan(plan)
+    except ValueError:  # a NaN/inf figure: JSON has no such number, and the plan is meaningless
+        print(
+            f"error: the plan for compute {compute:.3e} has a non-finite figure; give a larger budget",
+            file=sys.stderr,
+        )
+        return 1
+    print(text)
     return 0

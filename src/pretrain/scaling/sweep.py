@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.config import ConfigError, parse_config
+from pretrain.data.outputs import check_output, claim_output_dir
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,17 @@ class SweepSection:
     sizes: tuple[str, ...] = ("32x2x2", "64x2x2", "128x2x4", "192x3x3", "256x4x4")
     """Model shapes as HIDDENxLAYERSxHEADS."""
     token_budgets: tuple[int, ...] = (200_000, 400_000, 800_000)
-    """Training tokens D per run (train.max_tokens)."""
+    """Training tokens D per run (train.max_tokens). Range [1, inf)."""
     plot: str = "runs/scaling/scaling_fit.png"
     """Where `pretrain fit` writes the iso-loss plot."""
     bootstrap: int = 200
-    """Bootstrap resamples for the fitted constants' intervals."""
+    """Bootstrap resamples for the fitted constants' intervals. Range [0, inf)."""
     parallel: int = 2
-    """Training runs at once (one per core with threads_per_run=1)."""
+    """Training runs at once (one per core with threads_per_run=1). Range [1, inf)."""
     threads_per_run: int = 1
     """Torch threads per run (OMP_NUM_THREADS). With more threads than free cores, every parallel
     region waits for a descheduled thread: at load 8 on 2 cores a 64-wide GPT-2 trained at 114
-    tokens/s with 2 threads and 1,583 with 1."""
+    tokens/s with 2 threads and 1,583 with 1. Range [1, inf)."""
     dry_run: bool = False
     """Print the training commands without running them."""
 
@@ -107,7 +108,7 @@ def train_command(cfg: SweepSection, point: GridPoint) -> list[str]:
 
 def _launch(cfg: SweepSection, point: GridPoint) -> subprocess.Popen:
     out = Path(cfg.output_root) / point.name
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, "train", legacy=("resolved_config.yaml", "train.log"), what="train.output_dir")
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads_per_run), "TOKENIZERS_PARALLELISM": "false"}
     with open(out / "train.log", "w") as log:
         return subprocess.Popen(train_command(cfg, point), stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -155,6 +156,12 @@ def main(argv: list[str], default_config: str | Path | None = None) -> int:
     try:
         cfg = parse_config(SweepConfig, argv, default_config).sweep
         grid_points(cfg)
+        check_output(cfg.output_root, [cfg.recipe, cfg.train_config], "sweep.output_root")
+        for point in grid_points(cfg):  # every run directory is new, or one a sweep's training wrote
+            claim_output_dir(
+                Path(cfg.output_root) / point.name, "train", legacy=("resolved_config.yaml", "train.log"),
+                what="train.output_dir", create=False,
+            )  # fmt: skip
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ atomically. A crash at any moment therefore leaves `latest` naming a complete ch
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -50,17 +51,32 @@ def save_checkpoint(
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # every process writes its RNG state; main writes the rest
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))  # every process writes its RNG state; main writes the rest
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+            (tmp / "resolved_config.yaml").write_text(config_yaml)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # `latest` still names the last complete checkpoint
+        raise ConfigError(write_failure(err, final, output_dir)) from err
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
-        (tmp / "resolved_config.yaml").write_text(config_yaml)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _write_atomic(output_dir / LATEST_FILE, final.name)
     accelerator.wait_for_everyone()
     return final
+
+
+def write_failure(err: OSError, what: Path, output_dir: Path) -> str:
+    """The one-line message for a failed write of `what` (a full disk said plainly)."""
+    cause = (
+        "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err) or type(err).__name__)
+    )
+    pointer = output_dir / LATEST_FILE
+    latest = f"; {LATEST_FILE} still names {pointer.read_text().strip()}" if pointer.is_file() else ""
+    return f"could not write {what} ({cause}); nothing partial was kept{latest}: free space, then resume"
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -67,8 +67,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
 
 
-def plot_curves(metrics_path: Path, eval_path: Path, out_png: Path) -> None:
-    """Training loss (and periodic eval loss) and learning rate against step, one PNG."""
+def plot_curves(metrics_path: Path, eval_path: Path, out_png: Path, final: dict | None = None) -> None:
+    """Training loss (periodic eval loss, and the final evaluation `final` as a star) and learning rate
+    against step, one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,6 +83,8 @@ def plot_curves(metrics_path: Path, eval_path: Path, out_png: Path) -> None:
     evals = [r for r in _read_jsonl(eval_path) if "eval_loss" in r]
     if evals:
         ax_loss.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+    if final and "eval_loss" in final and "steps" in final:
+        ax_loss.plot([final["steps"]], [final["eval_loss"]], "*", markersize=12, label="final eval loss")
     ax_loss.set_ylabel("loss (nats/target)")
     ax_loss.legend()
     ax_lr.plot([r["step"] for r in train], [r["learning_rate"] for r in train], color="tab:orange")

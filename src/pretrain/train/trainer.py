@@ -40,6 +40,7 @@ from pretrain.train.host import keep_freed_buffers
 from pretrain.train.monitoring import MetricsLog, model_flops_utilization, peak_memory_gb, resolve_peak_flops
 from pretrain.train.optim import build_optimizer, build_scheduler
 from pretrain.train.plan import build_plan
+from pretrain.train.resume_config import compare_resume_config
 from pretrain.train.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint, protected_bases
 from pretrain.train.warmup import build_warmups
 
@@ -210,6 +211,8 @@ class Trainer:
         if not spec:
             return
         path = resolve_checkpoint(self.output_dir, spec)
+        for change in compare_resume_config(path, self.cfg):
+            self.accelerator.print(f"resume: applying {change}")
         if is_sharded_checkpoint(path):
             self.state = self.checkpointer.load(path, self.model, self.optimizer, self.scheduler)
         else:
@@ -260,7 +263,8 @@ class Trainer:
                 interval_losses.append(result.loss)
             bar.update(1)
             if result.skipped:
-                acc.print(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
+                if acc.is_main_process:
+                    tqdm.write(f"step {state.step}: skipped update ({result.skipped} loss {result.loss:.4g})")
             if state.consecutive_nonfinite >= tcfg.max_nonfinite_steps:
                 path = self.save(blocking=True)
                 raise TrainingStopped(
@@ -337,10 +341,13 @@ class Trainer:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=self.state.step)
         if self.state.best_eval_loss is None or results["eval_loss"] < self.state.best_eval_loss:
             self.state.best_eval_loss, self.state.best_eval_step = results["eval_loss"], self.state.step
-        self.accelerator.print(
-            f"step {self.state.step}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency"))
-        )
+        if self.accelerator.is_main_process:  # tqdm.write: on its own line, not glued to the progress bar
+            tqdm.write(
+                f"step {self.state.step}: "
+                + " ".join(
+                    f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("loss_by_frequency")
+                )
+            )
 
     def save(self, blocking: bool = False) -> Path:
         """Save a resumable checkpoint and rotate old ones (keeping the one of the best evaluation).

@@ -1,0 +1,87 @@
+"""What a resume may change: the run's config against the one its checkpoint was saved with.
+
+A checkpoint's `resolved_config.yaml` fixes everything that shaped the saved tensors and the data
+order: model shape, data and seq_len, batch geometry, optimizer and schedule, seed. A resume that
+asks for another value of one of those is refused with every difference listed. The keys in
+`MUTABLE` steer only how long the run goes, what it logs, evaluates and saves, and where it pushes;
+their new values are applied and printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pretrain.config import ConfigError, build_config, to_dict
+
+MUTABLE_PREFIXES = ("train.hub_", "parallel.")  # a sharded checkpoint reshards to a new layout
+MUTABLE = {
+    "train.output_dir",
+    "train.overwrite_output_dir",
+    "train.resume_from_checkpoint",
+    "train.max_steps",
+    "train.max_tokens",
+    "train.logging_steps",
+    "train.eval_steps",
+    "train.eval_max_batches",
+    "train.eval_batch_size",
+    "train.eval_frequency_buckets",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.report_to",
+    "train.peak_flops",
+    "train.max_nonfinite_steps",
+    "train.spike_threshold",
+    "train.spike_window",
+    "train.push_to_hub",
+    "train.checkpoint_format",
+    "train.async_save",
+    "train.incremental_save",
+    "train.gradient_checkpointing",
+    "train.torch_compile",
+    "data.num_proc",
+    "data.cache_dir",
+}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_mutable(key: str) -> bool:
+    """Whether a resume may change `key` (it does not touch saved tensors or the data order)."""
+    return key in MUTABLE or key.startswith(MUTABLE_PREFIXES)
+
+
+def compare_resume_config(checkpoint: Path, cfg: Any) -> list[str]:
+    """The changed mutable keys as 'key: old -> new'; raises ConfigError listing any changed
+    immutable key. A checkpoint without a readable resolved_config.yaml is not compared."""
+    saved_file = checkpoint / "resolved_config.yaml"
+    try:
+        saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    try:  # read it back through the config types, so 1e-08 written as text still equals 1e-08
+        saved = _flat(to_dict(build_config(type(cfg), saved)))
+    except ConfigError:
+        pass  # written by another version: compare the keys both know as they are
+    current = _flat(to_dict(cfg))
+    changed = {
+        key: (saved.get(key), value) for key, value in current.items() if key in saved and saved[key] != value
+    }
+    refused = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items() if not is_mutable(k)]
+    if refused:
+        raise ConfigError(
+            f"cannot resume from {checkpoint} with a changed {'; '.join(refused)}; these shape the saved "
+            "model, data order or optimizer: resume with the checkpoint's values (its resolved_config.yaml) "
+            "or start a new run in another train.output_dir"
+        )
+    return [f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()]
