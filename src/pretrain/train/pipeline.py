@@ -25,6 +25,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from pretrain.config import ConfigError
+from pretrain.objectives.base import token_loss
+from pretrain.objectives.head_loss import find_head
 from pretrain.settings import ParallelConfig
 from pretrain.train.parallel import Layout, ShardedPlan
 
@@ -70,8 +72,29 @@ class PipelineModel(nn.Module):
         self.stage, self.rank, self.world = stage, rank, world
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, **extra: Any) -> SimpleNamespace:
+    def forward(
+        self, input_ids: torch.Tensor, use_cache: bool | None = None, **extra: Any
+    ) -> SimpleNamespace:
         reject_extra_inputs(extra)
+        # A loss asked of the model's ChunkedLMHead (pretrain.objectives.head_loss) exists on the last
+        # stage only: every stage computes plain logits, and each process scores the broadcast logits.
+        head = find_head(self.stage.model)
+        request = head.request if head is not None else None
+        if head is not None:
+            head.request = None
+        try:
+            logits = self._logits(input_ids)
+        finally:
+            if head is not None:
+                head.request = request
+        if request is not None:
+            request.result = token_loss(
+                logits, request.labels, request.token_bytes, request.with_stats, request.z_loss_weight
+            )
+            logits = logits[..., :0]  # what the head returns when it computed the loss itself
+        return SimpleNamespace(logits=logits)
+
+    def _logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         config = self.stage.model.config
         b, t = input_ids.shape
         hidden = input_ids
@@ -83,7 +106,7 @@ class PipelineModel(nn.Module):
             dist.send(out.contiguous(), dst=self.rank + 1)
             out = torch.empty(b, t, config.vocab_size, dtype=self.stage.model.dtype)
         dist.broadcast(out, src=self.world - 1)
-        return SimpleNamespace(logits=out)
+        return out  # (b, t, v) on every process
 
 
 def reject_extra_inputs(extra: dict[str, Any]) -> None:

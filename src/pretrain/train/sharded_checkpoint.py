@@ -230,6 +230,7 @@ class ShardedCheckpointer:
             else:
                 dcp.load(tree, checkpoint_id=str(path))
                 base = _leaf_bytes(tree) if self.tcfg.incremental_save > 0 else None
+            _keep_kernel_choice(tree["optimizer"], torch_optimizer)
             set_state_dict(
                 module, torch_optimizer, model_state_dict=tree["model"], optim_state_dict=tree["optimizer"]
             )
@@ -259,6 +260,15 @@ class ShardedCheckpointer:
                 f"holds deltas of their shards; resume it on that layout, or resume from the full {meta['base']} "
                 f"on {world} processes ({self.plan.name})"
             )
+
+
+def _keep_kernel_choice(optim_tree: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """This run's kernel flags over the checkpoint's: a 1-process run's fused AdamW fails on a TP
+    resume's DTensors ("got mixed torch.Tensor and DTensor")."""
+    for saved, current in zip(optim_tree.get("param_groups", []), optimizer.param_groups, strict=False):
+        for key in ("fused", "foreach", "capturable", "differentiable"):
+            if key in current:
+                saved[key] = current[key]
 
 
 def _dir_bytes(path: Path) -> int:
