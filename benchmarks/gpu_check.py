@@ -218,7 +218,7 @@ def run_fsdp2_case(case: Case, out: Path, dry: bool) -> dict:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss_sum) / targets)
+            losses.append(float(loss_sum[0]) / targets)  # (2,): [summed loss, summed regulariser]
             timed_tokens += batch["input_ids"].numel()
         _sync(torch)
         tokens_per_second = timed_tokens / (time.perf_counter() - start)

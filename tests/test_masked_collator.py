@@ -223,7 +223,7 @@ def test_loss_matches_the_models_own_loss(tokenizer, task):
     ("overrides", "message"),
     [
         (("--objective.mask_replace_prob=0.8", "--objective.random_replace_prob=0.3"), "must not exceed 1"),
-        (("--objective.mlm_probability=1.5",), "must be in"),
+        (("--objective.mlm_probability=1.5",), "out of range"),
         (("--objective.sentence_task=nsp", "--data.document_mask=true"), "document_mask"),
     ],
 )
