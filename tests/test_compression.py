@@ -176,6 +176,8 @@ def test_cli_prints_the_table_and_refuses_bad_input(model_dir, tmp_path, capsys)
         (compress_main, [str(source), str(packed)], "already exists"),  # no --force
         (compress_main, [str(binary), str(tmp_path / "b.plmz")], "not UTF-8"),
         (compress_main, [str(tmp_path / "missing.txt"), str(tmp_path / "m.plmz")], "is not a file"),
+        (compress_main, [str(source), str(tmp_path / "no-such-dir" / "m.plmz")], "does not exist; create it"),
+        (decompress_main, [str(packed), str(tmp_path / "no-such-dir" / "x.txt")], "does not exist; create it"),
         (decompress_main, [str(source), str(tmp_path / "x.txt")], "no PLMZ header"),
         (decompress_main, [str(packed), str(restored)], "already exists"),
     ]
