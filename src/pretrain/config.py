@@ -228,11 +228,12 @@ def parse_overrides(args: list[str]) -> tuple[list[str], dict[str, Any]]:
     return positional, overrides
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one flat {dotted_key: value} dict: {"train": {"seed": 1}} -> {"train.seed": 1}."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -251,7 +252,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         ) from err
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(tree).__name__}")
-    return _flatten(tree)
+    return flatten(tree)
 
 
 def build_config(cls: type[T], *layers: dict[str, Any]) -> T:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pretrain.config import ConfigError, build_config, to_dict
+from pretrain.config import ConfigError, build_config, flatten, to_dict
 
 MUTABLE_PREFIXES = ("train.hub_", "parallel.")  # a sharded checkpoint reshards to a new layout
 MUTABLE = {
@@ -46,16 +46,6 @@ MUTABLE = {
 }
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def is_mutable(key: str) -> bool:
     """Whether a resume may change `key` (it does not touch saved tensors or the data order)."""
     return key in MUTABLE or key.startswith(MUTABLE_PREFIXES)
@@ -66,14 +56,14 @@ def compare_resume_config(checkpoint: Path, cfg: Any) -> list[str]:
     immutable key. A checkpoint without a readable resolved_config.yaml is not compared."""
     saved_file = checkpoint / "resolved_config.yaml"
     try:
-        saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+        saved = flatten(yaml.safe_load(saved_file.read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return []
     try:  # read it back through the config types, so 1e-08 written as text still equals 1e-08
-        saved = _flat(to_dict(build_config(type(cfg), saved)))
+        saved = flatten(to_dict(build_config(type(cfg), saved)))
     except ConfigError:
         pass  # written by another version: compare the keys both know as they are
-    current = _flat(to_dict(cfg))
+    current = flatten(to_dict(cfg))
     changed = {
         key: (saved.get(key), value) for key, value in current.items() if key in saved and saved[key] != value
     }
