@@ -1,19 +1,17 @@
 """Accuracy: the fraction of predictions equal to their reference (the `evaluate` Hub metric's definition)."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from pretrain.eval.metrics._base import paired_metric_info
 
 
 class Accuracy(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Fraction of predictions equal to the reference label.",
-            citation="",
-            inputs_description="predictions, references: integer labels",
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+        return paired_metric_info(
+            "Fraction of predictions equal to the reference label.",
+            "predictions, references: integer labels",
+            "int64",
         )
 
     def _compute(self, predictions, references) -> dict:

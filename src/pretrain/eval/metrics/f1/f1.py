@@ -1,20 +1,18 @@
 """F1: per label 2PR/(P+R) (0 where undefined); `average="macro"` (default) is their unweighted mean over
 the labels seen in references or predictions (scikit-learn's f1_score definition), "micro" pools counts."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from pretrain.eval.metrics._base import paired_metric_info
 
 
 class F1(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="F1 score, macro-averaged over labels by default.",
-            citation="",
-            inputs_description="predictions, references: integer labels; average: macro or micro",
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+        return paired_metric_info(
+            "F1 score, macro-averaged over labels by default.",
+            "predictions, references: integer labels; average: macro or micro",
+            "int64",
         )
 
     def _compute(self, predictions, references, average: str = "macro") -> dict:

@@ -1,19 +1,17 @@
 """Spearman rank correlation between predictions and references (STS-B's metric), via scipy."""
 
-import datasets
 import evaluate
 from scipy.stats import spearmanr
+
+from pretrain.eval.metrics._base import paired_metric_info
 
 
 class Spearmanr(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Spearman rank-order correlation coefficient.",
-            citation="",
-            inputs_description="predictions, references: real numbers",
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
+        return paired_metric_info(
+            "Spearman rank-order correlation coefficient.",
+            "predictions, references: real numbers",
+            "float64",
         )
 
     def _compute(self, predictions, references) -> dict:
