@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,21 @@ def make_trainer(output_dir: Path, *overrides: str, objective_cls: type | None =
         1.0,
         after_save=push_checkpoint,
     )
+
+
+def train_straight_and_resumed(tmp_path: Path, *overrides: str, stop_after: int) -> tuple[Any, Any]:
+    """The run of `overrides` straight through (in tmp_path/straight), and again stopped after
+    `stop_after` steps and resumed from its latest checkpoint (in tmp_path/resumed): both trainers, finished."""
+    straight = make_trainer(tmp_path / "straight", *overrides)
+    straight.train()
+    first = make_trainer(tmp_path / "resumed", *overrides)
+    first.max_steps = stop_after
+    first.train()
+    resumed = make_trainer(tmp_path / "resumed", *overrides, "--train.resume_from_checkpoint=latest")
+    resumed.maybe_resume()
+    assert resumed.state.step == stop_after
+    resumed.train()
+    return straight, resumed
 
 
 def parameters(trainer) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY, make_trainer, parameters
+from conftest import REPO, TINY, parameters, train_straight_and_resumed
 
 from pretrain.data.mixture import MixtureBlocks, MixtureSchedule, SourceSets
 from pretrain.data.shard_set import load_shard_set
@@ -88,19 +88,10 @@ def test_mixture_resume_equals_uninterrupted(tmp_path, cache_dir, two_sources):
         "--train.save_steps=5",
         "--train.logging_steps=1",
     )
-    straight = make_trainer(tmp_path / "straight", *steps)
-    straight.train()
-    out = tmp_path / "resumed"
-    first = make_trainer(out, *steps)
-    first.max_steps = 5
-    first.train()
-    second = make_trainer(out, *steps, "--train.resume_from_checkpoint=latest")
-    second.maybe_resume()
-    assert second.state.step == 5
-    second.train()
+    straight, resumed = train_straight_and_resumed(tmp_path, *steps, stop_after=5)
     for name, value in parameters(straight).items():
-        assert np.array_equal(value.numpy(), parameters(second)[name].numpy()), name
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert np.array_equal(value.numpy(), parameters(resumed)[name].numpy()), name
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 11))
     for row in rows:
         by_source = row["tokens_seen_by_source"]

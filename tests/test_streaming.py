@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, make_trainer, parameters
+from conftest import REPO, TINY, parameters, train_straight_and_resumed
 
 from pretrain.data.fast_encode import batch_encoder
 from pretrain.data.streaming import StreamBatches, StreamBlocks, stream_file
@@ -85,20 +85,11 @@ def test_streaming_10_steps_equal_5_resume_5(tmp_path, cache_dir, corpus):
         "--train.max_steps=10",
         "--train.save_steps=5",
     )
-    straight = make_trainer(tmp_path / "straight", *args)
-    straight.train()
-    out = tmp_path / "resumed"
-    first = make_trainer(out, *args)
-    first.max_steps = 5
-    first.train()
-    saved = json.loads((out / "checkpoint-5" / "trainer_state.json").read_text())
+    straight, resumed = train_straight_and_resumed(tmp_path, *args, stop_after=5)
+    saved = json.loads((tmp_path / "resumed" / "checkpoint-5" / "trainer_state.json").read_text())
     assert saved["data_state"]["ranks"][0]["stream"] is not None
-    second = make_trainer(out, *args, "--train.resume_from_checkpoint=latest")
-    second.maybe_resume()
-    assert second.state.step == 5
-    second.train()
     for name, value in parameters(straight).items():
-        assert torch.equal(value, parameters(second)[name]), name
+        assert torch.equal(value, parameters(resumed)[name]), name
 
 
 def test_streaming_bad_inputs_fail_with_one_error_line(tmp_path, cache_dir, corpus, capsys):
