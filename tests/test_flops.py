@@ -30,6 +30,31 @@ def _gpt2(**kw) -> GPT2Config:
     return GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=64, n_layer=2, n_head=4, **kw)
 
 
+def _llama(**kw) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        **kw,
+    )
+
+
+def _t5(**kw) -> T5Config:
+    return T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4, **kw)
+
+
+# BERT and RoBERTa share one shape.
+BERT_SHAPE = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+}
+
+
 def test_gpt2_counts_match_a_hand_count():
     d, layers, seq_len = 64, 2, 128
     ln = 2 * d  # LayerNorm weight + bias
@@ -59,70 +84,12 @@ def _embedding_params(model: torch.nn.Module) -> int:
 MODELS = [
     (_gpt2(), GPT2LMHeadModel),
     (_gpt2(tie_word_embeddings=False, n_inner=96), GPT2LMHeadModel),
-    (
-        LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=192,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=True,
-        ),
-        LlamaForCausalLM,
-    ),
-    (
-        LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=192,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            attention_bias=True,
-            mlp_bias=True,
-            tie_word_embeddings=False,
-        ),
-        LlamaForCausalLM,
-    ),
-    (
-        BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=256,
-        ),
-        BertForMaskedLM,
-    ),
-    (
-        RobertaConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=256,
-        ),
-        RobertaForMaskedLM,
-    ),
-    (
-        T5Config(
-            vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=3, num_heads=4
-        ),
-        T5ForConditionalGeneration,
-    ),
-    (
-        T5Config(
-            vocab_size=VOCAB,
-            d_model=64,
-            d_kv=16,
-            d_ff=256,
-            num_layers=2,
-            num_heads=4,
-            feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
-        ),
-        T5ForConditionalGeneration,
-    ),
+    (_llama(num_key_value_heads=2, tie_word_embeddings=True), LlamaForCausalLM),
+    (_llama(attention_bias=True, mlp_bias=True, tie_word_embeddings=False), LlamaForCausalLM),
+    (BertConfig(**BERT_SHAPE), BertForMaskedLM),
+    (RobertaConfig(**BERT_SHAPE), RobertaForMaskedLM),
+    (_t5(num_decoder_layers=3), T5ForConditionalGeneration),
+    (_t5(feed_forward_proj="gated-gelu", tie_word_embeddings=False), T5ForConditionalGeneration),
     (XLNetConfig(vocab_size=VOCAB, d_model=64, n_layer=2, n_head=4, d_inner=256), XLNetLMHeadModel),
 ]
 

@@ -20,31 +20,20 @@ VOCAB = 320
 
 def tiny_model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
+    tokens = {"vocab_size": VOCAB, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
     if family == "llama":
         config = LlamaConfig(
-            vocab_size=VOCAB,
             hidden_size=48,
             intermediate_size=96,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
             tie_word_embeddings=True,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=2,
+            **tokens,
         )
     else:
         config = GPT2Config(
-            vocab_size=VOCAB,
-            n_embd=48,
-            n_layer=2,
-            n_head=4,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=2,
+            n_embd=48, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **tokens
         )
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
 
