@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from timing import median_ms
 from transformers import DataCollatorForLanguageModeling
 
 from pretrain.config import parse_config
@@ -33,16 +33,6 @@ from pretrain.settings import DataConfig, make_run_config
 Examples = list[dict[str, torch.Tensor]]
 
 
-def time_ms(collate: Callable[[], dict[str, torch.Tensor]], repeats: int) -> tuple[float, float]:
-    """Median ms per call over `repeats` calls, and the selected fraction of the last batch."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        batch = collate()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times), float((batch["labels"] != -100).float().mean())
-
-
 def compare(peer: Callable, ours: Callable, rounds: int, repeats: int) -> tuple[float, float, float, float]:
     """(peer ms, peer rate, ours ms, ours rate), medians over A B B A rounds."""
     sides = {"peer": peer, "ours": ours}
@@ -50,8 +40,9 @@ def compare(peer: Callable, ours: Callable, rounds: int, repeats: int) -> tuple[
     rates: dict[str, float] = {}
     for _ in range(rounds):
         for name in ("peer", "ours", "ours", "peer"):
-            ms, rates[name] = time_ms(sides[name], repeats)
+            ms, batch = median_ms(sides[name], repeats)
             times[name].append(ms)
+            rates[name] = float((batch["labels"] != -100).float().mean())  # the selected fraction
     return statistics.median(times["peer"]), rates["peer"], statistics.median(times["ours"]), rates["ours"]
 
 

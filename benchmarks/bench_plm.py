@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import datasets
 import numpy as np
 import torch
+from timing import median_ms
 from transformers import DataCollatorForPermutationLanguageModeling
 
 from pretrain.data.tokenizer import train_bpe_tokenizer
@@ -34,16 +33,6 @@ def make_examples(vocab_size: int, eos_id: int, batch_size: int, seq_len: int) -
     ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
     ids[torch.rand((batch_size, seq_len), generator=g) < 1 / 200] = eos_id
     return [{"input_ids": row} for row in ids]
-
-
-def time_ms(collate: Callable[[], dict[str, torch.Tensor]], repeats: int) -> tuple[float, float]:
-    """Median ms per call over `repeats` calls, and the targets-per-token of the last batch."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        batch = collate()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times), float((batch["labels"] != -100).sum()) / batch["input_ids"].numel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for name in (names[0], names[1], names[2], names[2], names[1], names[0]):  # A B C C B A
-                ms, rates[name] = time_ms(sides[name], args.repeats)
+                ms, batch = median_ms(sides[name], args.repeats)
                 results[name].append(ms)
+                rates[name] = float((batch["labels"] != -100).sum()) / batch["input_ids"].numel()
     finally:
         torch.set_num_threads(threads)
 
