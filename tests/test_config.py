@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain.config import ConfigError, parse_config, save_config, valid_keys
+from pretrain.config import ConfigError, parse_config, pop_options, save_config, valid_keys
 from pretrain.settings import NoObjectiveConfig, make_run_config
 
 RunConfig = make_run_config(NoObjectiveConfig)
@@ -71,3 +71,11 @@ def test_yaml_errors(tmp_path):
     nested_unknown.write_text("optimizer:\n  lr: 1\n")
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['optimizer.lr'\]"):
         parse_config(RunConfig, [str(nested_unknown)])
+
+
+def test_pop_options_takes_a_commands_own_options_and_keeps_the_rest_in_order():
+    argv = ["--model", "m", "run.yaml", "--output=o", "--flag", "--train.seed=1", "--model=n", "--flag=x"]
+    own, rest = pop_options(argv, ("--model", "--output"), flags=("--flag",))
+    assert own == {"model": "n", "output": "o", "flag": "true"}  # the last value of a repeated option wins
+    assert rest == ["run.yaml", "--train.seed=1"]
+    assert pop_options(["--model"], ("--model",)) == ({"model": ""}, [])  # missing value: the caller's error

@@ -18,7 +18,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -226,6 +226,23 @@ def parse_overrides(args: list[str]) -> tuple[list[str], dict[str, Any]]:
             value = nxt
         overrides[key.replace("-", "_")] = _parse_cli_value(value)
     return positional, overrides
+
+
+def pop_options(
+    argv: list[str], value_options: Collection[str], flags: Collection[str] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """A command's own options pulled out of argv: ({name: value} for `--name VALUE`, `--name=VALUE`
+    and each `--flag` ("true"), names without the dashes), and the other arguments in their order."""
+    own, rest, it = {}, [], iter(argv)
+    for arg in it:
+        name, sep, value = arg.partition("=")
+        if name in flags:
+            own[name[2:]] = "true"
+        elif name in value_options:
+            own[name[2:]] = value if sep else next(it, "")
+        else:
+            rest.append(arg)
+    return own, rest
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pretrain.config import ConfigError, load_yaml, parse_overrides
+from pretrain.config import ConfigError, load_yaml, parse_overrides, pop_options
 from pretrain.eval.detect import detect_objective
 from pretrain.eval.downstream_cli import TASK_OPTIONS, format_downstream, run_tasks
 
@@ -38,15 +38,7 @@ _VALUE_OPTIONS = (
 
 def split_eval_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """Pull this command's own options (--model, --objective, --output, the modes) out of argv."""
-    own, rest, it = {}, [], iter(argv)
-    for arg in it:
-        name, sep, value = arg.partition("=")
-        if name == "--memorization":
-            own["memorization"] = "true"
-        elif name in _VALUE_OPTIONS:
-            own[name[2:]] = value if sep else next(it, "")
-        else:
-            rest.append(arg)
+    own, rest = pop_options(argv, _VALUE_OPTIONS, flags=("--memorization",))
     if not own.get("model"):
         raise ConfigError(
             "pretrain eval needs --model DIR (a directory with config.json and tokenizer files)"

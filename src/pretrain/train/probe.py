@@ -25,7 +25,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from pretrain.config import ConfigError, build_config, load_yaml, parse_overrides, to_dict
+from pretrain.config import ConfigError, build_config, load_yaml, parse_overrides, pop_options, to_dict
 from pretrain.data.text import DataError
 from pretrain.data.tokenizer import load_tokenizer
 from pretrain.eval.harness import evaluate
@@ -61,13 +61,7 @@ _VALUE_OPTIONS += ("--epochs", "--output")
 
 def split_probe_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """This command's own options, and the rest (--train.key=value overrides)."""
-    own, rest, it = {}, [], iter(argv)
-    for arg in it:
-        name, sep, value = arg.partition("=")
-        if name in _VALUE_OPTIONS:
-            own[name[2:]] = value if sep else next(it, "")
-        else:
-            rest.append(arg)
+    own, rest = pop_options(argv, _VALUE_OPTIONS)
     if not own.get("model"):
         raise ConfigError(
             "pretrain probe needs --model DIR (a saved encoder with config.json and tokenizer files)"
