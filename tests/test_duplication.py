@@ -8,7 +8,13 @@ from collections import Counter
 import pytest
 
 from pretrain.config import ConfigError
-from pretrain.eval.duplication import DuplicationSection, exact_dedup, main, plant_duplicates
+from pretrain.eval.duplication import (
+    DuplicationSection,
+    exact_dedup,
+    load_planted_corpus,
+    main,
+    plant_duplicates,
+)
 
 
 def _documents(count: int, seed: int = 0) -> list[str]:
@@ -53,19 +59,8 @@ def test_planting_is_seeded_and_respects_the_length_floor():
 
 
 def test_the_embedded_corpus_holds_the_default_groups(cache_dir):
-    from pretrain.data.text import load_raw_datasets
-    from pretrain.settings import DataConfig
-
     cfg = DuplicationSection()
-    train, valid = load_raw_datasets(DataConfig())
-    corpus = plant_duplicates(
-        list(train["text"]),
-        list(valid["text"]),
-        cfg.counts,
-        cfg.documents_per_count,
-        cfg.seed,
-        cfg.min_document_chars,
-    )
+    corpus = load_planted_corpus(cfg)
     copies = Counter(corpus.duplicated)
     assert {k: {copies[d] for d in docs} for k, docs in corpus.groups.items()} == {k: {k} for k in cfg.counts}
     assert not set(corpus.heldout) & set(corpus.deduplicated)

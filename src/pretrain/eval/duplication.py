@@ -323,13 +323,12 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_analysis(cfg: DuplicationSection) -> dict[str, Any]:
-    """Build both corpora, train both runs, probe them; writes results.json and duplication.png."""
-    root = Path(cfg.output_root)
+def load_planted_corpus(cfg: DuplicationSection) -> PlantedCorpus:
+    """Read the configured training and held-out documents and plant the duplicates as `cfg` says."""
     train_raw, valid_raw = load_raw_datasets(
         DataConfig(train_file=cfg.train_file, validation_file=cfg.validation_file)
     )
-    corpus = plant_duplicates(
+    return plant_duplicates(
         list(train_raw["text"]),
         list(valid_raw["text"]),
         cfg.counts,
@@ -337,6 +336,12 @@ def run_analysis(cfg: DuplicationSection) -> dict[str, Any]:
         cfg.seed,
         cfg.min_document_chars,
     )
+
+
+def run_analysis(cfg: DuplicationSection) -> dict[str, Any]:
+    """Build both corpora, train both runs, probe them; writes results.json and duplication.png."""
+    root = Path(cfg.output_root)
+    corpus = load_planted_corpus(cfg)
     root.mkdir(parents=True, exist_ok=True)
     write_jsonl(corpus.deduplicated, root / "dedup.jsonl")
     write_jsonl(corpus.duplicated, root / "duplicated.jsonl")
