@@ -34,6 +34,9 @@ TRIALS: dict[str, tuple[str, ...]] = {
     "learning_rate 4e-3": ("--train.learning_rate=4e-3",),
     "warmup 3 % of the steps": ("warmup=0.03",),
     "micro_batch_size 4": ("--train.micro_batch_size=4",),
+    "micro_batch_size 4, learning_rate 2e-3": ("--train.micro_batch_size=4", "--train.learning_rate=2e-3"),
+    "micro_batch_size 4, learning_rate 5e-4": ("--train.micro_batch_size=4", "--train.learning_rate=5e-4"),
+    "micro_batch_size 2": ("--train.micro_batch_size=2",),
     "vocab_size 4096": ("--model.vocab_size=4096",),
     "family llama": ("--model.family=llama",),
     "optimizer muon": ("--train.optimizer=muon",),
@@ -52,7 +55,7 @@ def split_data(data: Path, work: Path) -> tuple[Path, Path]:
     return train, held_out
 
 
-def cpu_seconds_per_step(overrides: list[str], probe_steps: int = 3) -> float:
+def cpu_seconds_per_step(overrides: list[str], probe_steps: int = 5) -> float:
     """Measured CPU-seconds of one optimizer step of this trial's model and optimizer (random tokens)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -134,14 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     train, held_out = split_data(args.data, work)
     plans = [n for n in TRIALS if args.only is None or n in args.only]
-    rows, running, per_step_by_shape = [], {}, {}
+    # Every step cost is measured before any trial starts, one after another on the same quiet
+    # machine: a probe beside running trials reads more CPU-seconds per step (shared caches and
+    # cores), which would hand the trials probed later a larger budget.
+    per_step_by_shape = {}
+    for key in dict.fromkeys(shape_key(TRIALS[n]) for n in plans):
+        per_step_by_shape[key] = cpu_seconds_per_step(list(key))
+        print(f"step cost {' '.join(key) or 'base'}: {per_step_by_shape[key]:.3f} CPU-s", flush=True)
+    rows, running = [], {}
     while plans or running:
         while plans and len(running) < args.jobs:
             name = plans.pop(0)
-            key = shape_key(TRIALS[name])
-            if key not in per_step_by_shape:  # measured beside the running trials, once per step cost
-                per_step_by_shape[key] = cpu_seconds_per_step(list(key))
-            per_step = per_step_by_shape[key]
+            per_step = per_step_by_shape[shape_key(TRIALS[name])]
             steps = max(10, int(args.budget / per_step))
             print(f"{name}: {per_step:.2f} CPU-s/step -> {steps} steps", flush=True)
             proc, out = launch(name, TRIALS[name], steps, train, held_out, work)
