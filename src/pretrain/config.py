@@ -93,7 +93,7 @@ def bounded(kind: type, interval: str) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # int(float("1e400")) overflows
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not {'an integer' if kind is int else 'a number'}"
             ) from None
@@ -179,7 +179,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             try:
                 return int(float(value)) if "e" in value.lower() else int(value)
-            except ValueError:
+            except (ValueError, OverflowError):  # int(float("1e400")) overflows
                 pass
         raise ConfigError(f"{key} expects an integer, got {value!r}")
     if tp is float:
@@ -256,13 +256,31 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); "
+                    "keep one of them"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a flat {dotted_key: value} dict."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(
             f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax"
@@ -278,6 +296,14 @@ def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
     for layer in layers:
         merged.update(layer)
     keys = valid_keys(cls)
+    for key in [k for k in merged if any(v.startswith(f"{k}.") for v in keys)]:
+        if merged[key] is not None:  # `train:` with every key commented out is an empty section
+            example = next(v for v in keys if v.startswith(f"{key}."))
+            raise ConfigError(
+                f"{key} is a section, not a value (got {merged[key]!r}): give its keys as a mapping, "
+                f"e.g. {key}: {{{example.rpartition('.')[2]}: ...}} in YAML or --{example}=... on the command line"
+            )
+        del merged[key]
     unknown = sorted(k for k in merged if k not in keys)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(keys)}")

@@ -32,7 +32,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive(kind: type):
     def parse(text: str):
-        value = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        try:
+            value = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except (ValueError, OverflowError):  # int(float("1e400")) overflows
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
         return value

@@ -1,0 +1,54 @@
+"""Bad inputs found by trying to break our own commands: each is one `error:` line, a non-zero exit
+and nothing written (most fail when the arguments are parsed, so these tests cost no training)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY
+
+from pretrain.objectives.causal import CausalLM
+from pretrain.runner import main as train_main
+from pretrain.scaling.fitting import main as fit_main
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+YAML_CASES = {
+    "a section given as a list": ("train:\n  - 1\n  - 2\n", "train is a section, not a value (got [1, 2])"),
+    "a section given as a scalar": ("data: 5\n", "data is a section, not a value (got 5)"),
+    "a key given twice": ("train:\n  max_steps: 2\n  max_steps: 3\n", "'max_steps' is given twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(YAML_CASES))
+def test_bad_yaml_shapes_are_one_line(case, tmp_path, capsys):
+    text, message = YAML_CASES[case]
+    (tmp_path / "run.yaml").write_text(text)
+    out = tmp_path / "out"
+    assert train_main(CausalLM, [str(tmp_path / "run.yaml"), *TINY, f"--train.output_dir={out}"]) == 1
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_an_empty_section_is_accepted(tmp_path):
+    from pretrain.config import parse_config
+    from pretrain.settings import make_run_config
+
+    (tmp_path / "run.yaml").write_text("train:\nmodel:\n  num_layers: 3\n")  # every train key commented out
+    cfg = parse_config(make_run_config(CausalLM.Config), [str(tmp_path / "run.yaml")])
+    assert cfg.model.num_layers == 3 and cfg.train == type(cfg.train)()
+
+
+def test_an_integer_too_large_for_a_float_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train_main(CausalLM, [*TINY, f"--train.output_dir={out}", "--train.max_steps=1e400"]) == 1
+    assert "train.max_steps expects an integer, got '1e400'" in one_error_line(capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        fit_main([str(tmp_path), "--bootstrap", "1e400"])
+    assert exit_info.value.code == 2 and "'1e400' is not an integer" in capsys.readouterr().err
+    assert not out.exists()
