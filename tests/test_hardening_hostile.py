@@ -52,3 +52,23 @@ def test_an_integer_too_large_for_a_float_is_one_line(tmp_path, capsys):
         fit_main([str(tmp_path), "--bootstrap", "1e400"])
     assert exit_info.value.code == 2 and "'1e400' is not an integer" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "case, vocab, message",
+    [
+        ("missing input", "300", "input {tmp}/nope.txt does not exist"),
+        ("empty input", "300", "hold no documents"),
+        ("vocabulary below the byte alphabet", "10", "262 at least"),
+    ],
+)
+def test_tokenizer_train_bad_inputs_are_one_line(case, vocab, message, tmp_path, capsys):
+    from pretrain.prepare.tokenize_cli import tokenizer_main
+
+    (tmp_path / "empty.txt").write_text("\n \n")
+    source = tmp_path / ("nope.txt" if case == "missing input" else "empty.txt")
+    out = tmp_path / "tok"
+    argv = ["train", "--input", str(source), "--output", str(out), "--vocab-size", vocab]
+    assert tokenizer_main(argv) == 2
+    assert message.format(tmp=tmp_path) in one_error_line(capsys)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]

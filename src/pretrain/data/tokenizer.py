@@ -35,15 +35,23 @@ def _text_iterator(ds: datasets.Dataset, batch_size: int = 1000) -> Iterator[lis
             return
 
 
+def check_vocab_size(vocab_size: int, extra_special_tokens: tuple[str, ...] = ()) -> None:
+    """Refuse a vocabulary smaller than the 256 byte tokens, the special tokens and one merge."""
+    smallest = 256 + len(BASE_SPECIAL_TOKENS) + len(extra_special_tokens) + 1
+    if vocab_size < smallest:
+        raise ConfigError(
+            f"a vocabulary of {vocab_size} tokens is too small for a byte-level BPE (256 bytes + "
+            f"{smallest - 257} special tokens + 1 merge = {smallest} at least); give model.vocab_size "
+            "(or --vocab-size) of 512 or more"
+        )
+
+
 def train_bpe_tokenizer(
     ds: datasets.Dataset, vocab_size: int, extra_special_tokens: tuple[str, ...] = ()
 ) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2/RoBERTa style) trained on the `text` column of `ds`."""
+    check_vocab_size(vocab_size, extra_special_tokens)
     specials = list(BASE_SPECIAL_TOKENS) + list(extra_special_tokens)
-    if vocab_size < 256 + len(specials) + 1:
-        raise ConfigError(
-            f"model.vocab_size={vocab_size} is too small for a byte-level BPE; use at least 512"
-        )
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

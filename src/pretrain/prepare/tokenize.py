@@ -73,20 +73,26 @@ def tokenize_to_shards(
     if (out / META_NAME).is_file() and (finished := _claim_output(out, identity)) is not None:
         return finished
     with tempfile.TemporaryDirectory(prefix="pretrain-tokenize-") as scratch:
-        ds = _read_inputs(inputs, input_cfg, cache_dir or scratch)
+        ds = read_inputs(inputs, input_cfg, cache_dir or scratch)
         _claim_output(out, identity)
         _save_tokenizer(tokenizer, out / "tokenizer")
         return _write_shards(out, ds, tokenizer, identity, tokenizer_dir, shard_tokens, num_proc,
                              special_tokens_in_text, progress, on_shard)  # fmt: skip
 
 
-def _read_inputs(inputs: list[str], input_cfg: InputConfig, cache_dir: str) -> datasets.Dataset:
-    """The inputs as one Arrow-backed `text` dataset; unreadable or empty inputs are a DataError."""
+def read_inputs(inputs: list[str], input_cfg: InputConfig, cache_dir: str) -> datasets.Dataset:
+    """The inputs as one Arrow-backed `text` dataset; missing, unreadable or empty inputs are a DataError."""
+    for given in inputs:  # a path that is not there would otherwise be tried as a Hub id
+        looks_local = os.path.isabs(given) or given.startswith((".", "~")) or Path(given).suffix
+        if looks_local and not os.path.exists(os.path.expanduser(given)):
+            raise DataError(f"input {given} does not exist; check the path")
     try:
         ds = load_inputs(inputs, input_cfg, cache_dir)
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - datasets raises many types for empty or malformed files
+        if all(os.path.isfile(f) and not Path(f).read_bytes()[: 1 << 20].strip() for f in inputs):
+            raise DataError(f"inputs {inputs} hold no documents; give files with text in them") from err
         raise DataError(
             f"could not read inputs {inputs} ({type(err).__name__}: {str(err)[:120]}); check that they exist, "
             "are in a supported format and hold text"

@@ -9,6 +9,7 @@ Every bad input ends as one `error: ...` line and exit status 2; nothing is left
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -17,9 +18,14 @@ import time
 from pretrain.config import ConfigError
 from pretrain.data.outputs import claim_output_dir, mark_output_dir
 from pretrain.data.text import DataError
-from pretrain.data.tokenizer import BASE_SPECIAL_TOKENS, set_post_processor, train_bpe_tokenizer
-from pretrain.prepare.io import InputConfig, load_inputs
-from pretrain.prepare.tokenize import tokenize_to_shards
+from pretrain.data.tokenizer import (
+    BASE_SPECIAL_TOKENS,
+    check_vocab_size,
+    set_post_processor,
+    train_bpe_tokenizer,
+)
+from pretrain.prepare.io import InputConfig
+from pretrain.prepare.tokenize import read_inputs, tokenize_to_shards
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,12 +110,19 @@ def train_tokenizer(
     input_cfg = input_cfg or InputConfig()
     if os.path.exists(os.path.join(output, "tokenizer.json")):
         raise ConfigError(f"--output {output} already holds a tokenizer; choose a new directory")
+    check_vocab_size(vocab_size, extra_special_tokens)
     claim_output_dir(output, "tokenizer train", inputs, create=False)
     with tempfile.TemporaryDirectory(prefix="pretrain-tokenizer-") as cache:
-        ds = load_inputs(inputs, input_cfg, cache).shuffle(seed=0)
+        ds = read_inputs(inputs, input_cfg, cache).shuffle(seed=0)
         rows, seen = _sample_rows(ds, sample_bytes)
         tokenizer = train_bpe_tokenizer(ds.select(range(rows)), vocab_size, extra_special_tokens)
     set_post_processor(tokenizer, post_processor)
+    if len(tokenizer) < vocab_size:  # BPE stops when the sample has no pair left to merge
+        print(
+            f"warning: the sample allowed only {len(tokenizer):,} tokens of the {vocab_size:,} asked for "
+            "(no pair left to merge); give more text for a larger vocabulary",
+            file=sys.stderr,
+        )
     tmp = f"{output.rstrip('/')}.tmp{os.getpid()}"
     tokenizer.save_pretrained(tmp)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -167,7 +180,9 @@ def tokenizer_main(argv: list[str]) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    with open(os.path.join(args.output, "tokenizer.json"), encoding="utf-8") as f:
+        size = len(json.load(f)["model"]["vocab"])
     print(
-        f"trained a {args.vocab_size}-token BPE on {seen:,} bytes in {time.perf_counter() - started:.1f} s: {args.output}"
+        f"trained a {size}-token BPE on {seen:,} bytes in {time.perf_counter() - started:.1f} s: {args.output}"
     )
     return 0
