@@ -72,3 +72,22 @@ def test_tokenizer_train_bad_inputs_are_one_line(case, vocab, message, tmp_path,
     assert tokenizer_main(argv) == 2
     assert message.format(tmp=tmp_path) in one_error_line(capsys)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
+
+
+def test_fit_refuses_a_run_given_twice_and_names_paths_that_are_not_runs(tmp_path, capsys):
+    import json
+
+    runs = []
+    for i in range(5):
+        (tmp_path / f"run{i}").mkdir()
+        record = {"eval_loss": 4.0 - 0.1 * i, "num_parameters": 1e5 * 2**i, "tokens_seen": 1e6 * 3 ** (i % 3)}
+        (tmp_path / f"run{i}" / "eval_results.json").write_text(json.dumps(record))
+        runs.append(str(tmp_path / f"run{i}"))
+    plot = tmp_path / "fit.png"
+    assert fit_main([*runs[:4], runs[0] + "/", "--output", str(plot), "--bootstrap", "0"]) == 1
+    assert "are given more than once" in one_error_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert fit_main([str(tmp_path / "missing"), str(tmp_path / "empty"), "--output", str(plot)]) == 1
+    line = one_error_line(capsys)
+    assert "got 0 (2 without eval_results.json:" in line and str(tmp_path / "missing") in line
+    assert not plot.exists()

@@ -268,6 +268,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Entry point of `pretrain fit`."""
     args = _parse_args(argv)
+    repeated = sorted(
+        {run for run in args.runs if [Path(r).resolve() for r in args.runs].count(Path(run).resolve()) > 1}
+    )
+    if repeated:  # one run counted twice would weigh it double and fake the number of points
+        print(
+            f"error: runs {repeated} are given more than once; give each run directory once", file=sys.stderr
+        )
+        return 1
     finished = [run for run in args.runs if (Path(run) / "eval_results.json").is_file()]
     if not Path(args.output).resolve().parent.is_dir():
         print(
@@ -281,7 +289,12 @@ def main(argv: list[str]) -> int:
         return 1
     skipped = len(args.runs) - len(points)
     if len(points) < 5:
-        print(f"error: need at least 5 finished runs for 5 constants, got {len(points)}", file=sys.stderr)
+        unused = [run for run in args.runs if run not in finished]
+        named = f" ({len(unused)} without eval_results.json: {', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})"
+        print(
+            f"error: need at least 5 finished runs for 5 constants, got {len(points)}{named if unused else ''}",
+            file=sys.stderr,
+        )
         return 1
     law = fit_scaling_law(*np.array([[p.params, p.tokens, p.loss] for p in points]).T)
     intervals = bootstrap_intervals(points, law, samples=args.bootstrap) if args.bootstrap else {}
