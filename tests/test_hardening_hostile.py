@@ -91,3 +91,23 @@ def test_fit_refuses_a_run_given_twice_and_names_paths_that_are_not_runs(tmp_pat
     line = one_error_line(capsys)
     assert "got 0 (2 without eval_results.json:" in line and str(tmp_path / "missing") in line
     assert not plot.exists()
+
+
+def test_eval_and_compress_of_a_checkpoint_folder_say_it_is_a_checkpoint(tmp_path, capsys):
+    from pretrain.eval.cli import main as eval_main
+    from pretrain.eval.compress_cli import compress_main
+
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.bin", "trainer_state.json"):
+        (checkpoint / name).write_text("{}")
+    (tmp_path / "in.txt").write_text("some text")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert eval_main(["--model", str(checkpoint)]) == 1
+    line = one_error_line(capsys)
+    assert "is a training checkpoint" in line and f"give the run's output_dir {tmp_path / 'run'}" in line
+    assert (
+        compress_main(["--model", str(checkpoint), str(tmp_path / "in.txt"), str(tmp_path / "o.plmz")]) == 1
+    )
+    assert "is a training checkpoint" in one_error_line(capsys)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -76,11 +76,10 @@ class CompressionReport:
 def load_causal_lm(model_dir: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """A saved causal (or prefix-LM) model in float32 eval mode, with its tokenizer."""
     from pretrain.data.tokenizer import load_tokenizer
-    from pretrain.eval.detect import detect_objective
+    from pretrain.eval.detect import check_model_dir, detect_objective
 
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"--model {path} has no config.json; give the output_dir of a finished causal run")
+    check_model_dir(path, "a finished causal run")
     objective = detect_objective(path)
     if objective not in ("causal", "prefix_lm"):
         raise ConfigError(

@@ -17,6 +17,19 @@ _ARCHITECTURE_OBJECTIVES = {
 }
 
 
+def check_model_dir(model_dir: Path, wanted: str = "a finished run") -> None:
+    """Refuse a folder without config.json, saying so plainly when it is a training checkpoint."""
+    if (model_dir / "config.json").is_file():
+        return
+    if (model_dir / "trainer_state.json").is_file():
+        raise ConfigError(
+            f"--model {model_dir} is a training checkpoint (weights and optimizer state, no config.json or "
+            f"tokenizer), not a saved model; give the run's output_dir {model_dir.parent} once it has finished, "
+            f"or finish it with --train.resume_from_checkpoint={model_dir}"
+        )
+    raise ConfigError(f"--model {model_dir} has no config.json; give the output_dir of {wanted}")
+
+
 def detect_objective(model_dir: Path) -> str:
     """The objective a saved model was trained with."""
     results = model_dir / "eval_results.json"
@@ -26,10 +39,7 @@ def detect_objective(model_dir: Path) -> str:
             return name
     if (model_dir / "modules.json").is_file():
         return "contrastive"
+    check_model_dir(model_dir)
     config = model_dir / "config.json"
-    if not config.is_file():
-        raise ConfigError(
-            f"--model {model_dir} has no config.json; give a directory written by a recipe or save_pretrained"
-        )
     architectures = json.loads(config.read_text()).get("architectures") or [""]
     return _ARCHITECTURE_OBJECTIVES.get(architectures[0], "causal")

@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from pretrain.config import ConfigError, build_config, load_yaml, parse_overrides, pop_options, to_dict
 from pretrain.data.text import DataError
 from pretrain.data.tokenizer import load_tokenizer
+from pretrain.eval.detect import check_model_dir
 from pretrain.eval.harness import evaluate
 from pretrain.eval.metrics import load_metric
 from pretrain.objectives.classification import SequenceClassification
@@ -224,8 +225,7 @@ def run_probe(argv: list[str]) -> dict[str, Any]:
 
     own, rest = split_probe_args(argv)
     model_dir = Path(own["model"])
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"--model {model_dir} has no config.json; give the output_dir of a finished run")
+    check_model_dir(model_dir)
     train, valid, text_columns, label = load_labelled(own)
     train_labels, valid_labels, num_labels = encode_labels(list(train[label]), list(valid[label]))
 
