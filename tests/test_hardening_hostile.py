@@ -111,3 +111,27 @@ def test_eval_and_compress_of_a_checkpoint_folder_say_it_is_a_checkpoint(tmp_pat
     )
     assert "is a training checkpoint" in one_error_line(capsys)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_symbolic_links_do_not_hide_an_overlap_or_a_missing_disk(tmp_path, capsys):
+    from pretrain.config import ConfigError, parse_config
+    from pretrain.prepare.cli import main as data_main
+    from pretrain.runner import prepare_output_dir
+    from pretrain.settings import make_run_config
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "part.txt").write_text("Some words of a document for the filters to keep.\n")
+    (tmp_path / "raw-link").symlink_to(raw)
+    argv = ["prepare", "--input", str(tmp_path / "raw-link"), "--output", str(raw / "clean")]
+    assert data_main([*argv, "--pipeline.stages=normalize"]) == 2
+    assert "lies inside the input directory" in one_error_line(capsys)
+    assert sorted(p.name for p in raw.iterdir()) == ["part.txt"]
+
+    (tmp_path / "scratch").symlink_to(tmp_path / "unmounted" / "run")
+    cfg = parse_config(
+        make_run_config(CausalLM.Config), [*TINY, f"--train.output_dir={tmp_path / 'scratch'}"]
+    )
+    with pytest.raises(ConfigError, match="is a symbolic link to .*unmounted/run, which does not exist"):
+        prepare_output_dir(cfg)
+    assert not (tmp_path / "unmounted").exists()

@@ -22,7 +22,8 @@ MARKER = ".pretrain-output"
 
 
 def _resolved(path: str | Path) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path))))
+    """The absolute path with symbolic links followed: a link to the input is the input."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
 
 
 def check_output(output: str | Path, inputs: Iterable[str | Path], what: str = "--output") -> Path:
@@ -32,6 +33,12 @@ def check_output(output: str | Path, inputs: Iterable[str | Path], what: str = "
     lies inside an input directory (so the next run would read its own output)."""
     if not str(output).strip():
         raise ConfigError(f"{what} is empty; give the directory to write, e.g. runs/my-run")
+    link = Path(os.path.expanduser(str(output)))
+    if link.is_symlink() and not link.exists():  # e.g. a link to a scratch disk that is not mounted
+        raise ConfigError(
+            f"{what}={output} is a symbolic link to {os.readlink(link)}, which does not exist; create that "
+            "directory (or mount its disk) or remove the link"
+        )
     out = _resolved(output)
     for given in inputs:
         if not str(given).strip() or not os.path.exists(os.path.expanduser(str(given))):
