@@ -135,3 +135,22 @@ def test_symbolic_links_do_not_hide_an_overlap_or_a_missing_disk(tmp_path, capsy
     with pytest.raises(ConfigError, match="is a symbolic link to .*unmounted/run, which does not exist"):
         prepare_output_dir(cfg)
     assert not (tmp_path / "unmounted").exists()
+
+
+def test_resume_from_a_checkpoint_of_another_objective_names_it(tmp_path):
+    from pretrain.config import ConfigError, parse_config, save_config
+    from pretrain.objectives import get_objective
+    from pretrain.settings import make_run_config
+    from pretrain.train.resume_config import compare_resume_config
+
+    def cfg(objective):
+        return parse_config(make_run_config(get_objective(objective).Config), list(TINY))
+
+    save_config(cfg("causal"), tmp_path / "resolved_config.yaml")
+    for other in ("masked", "prefix_lm"):
+        with pytest.raises(ConfigError, match=r"another objective saved it \(its objective keys none"):
+            compare_resume_config(tmp_path, cfg(other))
+    assert compare_resume_config(tmp_path, cfg("causal")) == []
+    save_config(cfg("t5"), tmp_path / "resolved_config.yaml")
+    with pytest.raises(ConfigError, match="'noise_density'"):
+        compare_resume_config(tmp_path, cfg("causal"))

@@ -59,6 +59,7 @@ def compare_resume_config(checkpoint: Path, cfg: Any) -> list[str]:
         saved = flatten(yaml.safe_load(saved_file.read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return []
+    check_same_objective(checkpoint, saved, cfg)
     try:  # read it back through the config types, so 1e-08 written as text still equals 1e-08
         saved = flatten(to_dict(build_config(type(cfg), saved)))
     except ConfigError:
@@ -75,3 +76,16 @@ def compare_resume_config(checkpoint: Path, cfg: Any) -> list[str]:
             "or start a new run in another train.output_dir"
         )
     return [f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()]
+
+
+def check_same_objective(checkpoint: Path, saved: dict[str, Any], cfg: Any) -> None:
+    """Refuse a checkpoint whose objective section has other keys: another objective trained it (each
+    objective's section has its own keys; causal's has none)."""
+    theirs = sorted(k.partition(".")[2] for k in saved if k.startswith("objective."))
+    ours = sorted(k.partition(".")[2] for k in flatten(to_dict(cfg)) if k.startswith("objective."))
+    if theirs != ours:
+        raise ConfigError(
+            f"cannot resume from {checkpoint}: another objective saved it (its objective keys {theirs or 'none'}, "
+            f"this objective's {ours or 'none'}); resume it with the objective that trained it, or start a new "
+            "run in another train.output_dir"
+        )
