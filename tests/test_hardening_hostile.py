@@ -154,3 +154,17 @@ def test_resume_from_a_checkpoint_of_another_objective_names_it(tmp_path):
     save_config(cfg("t5"), tmp_path / "resolved_config.yaml")
     with pytest.raises(ConfigError, match="'noise_density'"):
         compare_resume_config(tmp_path, cfg("causal"))
+
+
+def test_a_leading_tilde_in_a_path_means_home_not_a_folder_named_tilde(tmp_path, monkeypatch):
+    from pretrain.config import parse_config
+    from pretrain.runner import prepare_output_dir
+    from pretrain.settings import make_run_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY, "--train.output_dir=~/runs/x", "--data.train_file=~/data.txt"]
+    cfg = parse_config(make_run_config(CausalLM.Config), argv)
+    assert cfg.data.train_file == str(tmp_path / "home" / "data.txt")
+    assert prepare_output_dir(cfg) == tmp_path / "home" / "runs" / "x"
+    assert not (tmp_path / "~").exists()

@@ -7,10 +7,20 @@ warmup_steps, max_steps, gradient_accumulation_steps, max_grad_norm, output_dir,
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pretrain.config import ConfigError
+
+
+def expand_user(section: Any, names: tuple[str, ...]) -> None:
+    """Expand a leading `~` in these path fields: nothing expands it after `--key=` or in YAML, and a
+    literal `~` directory in the working directory is never what was meant."""
+    for name in names:
+        value = getattr(section, name)
+        if value.startswith("~"):
+            object.__setattr__(section, name, os.path.expanduser(value))  # frozen: set once, while built
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class DataConfig:
     """Where tokenized/packed datasets and the embedded corpus are cached; empty = ~/.cache/pretrain."""
 
     def __post_init__(self) -> None:
+        expand_user(self, ("train_file", "validation_file", "cache_dir"))
         for key in ("sources", "validation_sources"):
             sources = getattr(self, key)
             for i, source in enumerate(sources):
@@ -259,6 +270,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.output_dir.strip():
             raise ConfigError("train.output_dir is empty; give the run's directory, e.g. runs/my-run")
+        expand_user(self, ("output_dir", "resume_from_checkpoint"))
         for name in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
