@@ -168,3 +168,14 @@ def test_a_leading_tilde_in_a_path_means_home_not_a_folder_named_tilde(tmp_path,
     assert cfg.data.train_file == str(tmp_path / "home" / "data.txt")
     assert prepare_output_dir(cfg) == tmp_path / "home" / "runs" / "x"
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("objective, family", [("causal", "bert"), ("masked", "gpt2"), ("contrastive", "t5")])
+def test_a_family_the_objective_cannot_train_is_refused_before_any_work(objective, family, tmp_path, capsys):
+    from pretrain.objectives import get_objective
+
+    out = tmp_path / "out"
+    argv = [*TINY, f"--train.output_dir={out}", f"--model.family={family}"]
+    assert train_main(get_objective(objective), argv) == 1
+    assert f"model.family='{family}' cannot train objective {objective}" in one_error_line(capsys)
+    assert not out.exists()

@@ -183,6 +183,11 @@ def train(objective_cls: type[Objective], cfg: Any) -> dict[str, float]:
     check_launch(accelerator)
     check_parallel_launch(cfg.parallel, accelerator)
     check_parallel_family(cfg.parallel, cfg.model, cfg.data.document_mask, objective_cls)
+    if not cfg.model.model_name_or_path and cfg.model.family not in objective_cls.families:  # before any data
+        raise ConfigError(
+            f"model.family={cfg.model.family!r} cannot train objective {objective_cls.name}; "
+            f"use one of {objective_cls.families}"
+        )
     if cfg.train.push_to_hub:
         check_hub_access(cfg.train, contact_endpoint=accelerator.is_main_process)
     set_seed(cfg.train.seed)
