@@ -179,3 +179,14 @@ def test_a_family_the_objective_cannot_train_is_refused_before_any_work(objectiv
     assert train_main(get_objective(objective), argv) == 1
     assert f"model.family='{family}' cannot train objective {objective}" in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_validating_on_the_training_file_is_refused_at_parse_time(tmp_path, capsys):
+    data = tmp_path / "a.txt"
+    data.write_text("some text\n\nmore text\n")
+    (tmp_path / "link.txt").symlink_to(data)
+    out = tmp_path / "out"
+    argv = [*TINY, f"--train.output_dir={out}", f"--data.train_file={data}"]
+    assert train_main(CausalLM, [*argv, f"--data.validation_file={tmp_path / 'link.txt'}"]) == 1
+    assert "data.validation_file is data.train_file" in one_error_line(capsys)
+    assert not out.exists()

@@ -128,6 +128,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         expand_user(self, ("train_file", "validation_file", "cache_dir"))
+        if self.train_file and os.path.realpath(self.train_file) == os.path.realpath(self.validation_file):
+            raise ConfigError(
+                "data.validation_file is data.train_file: the eval loss would score text the model trained on; "
+                "give a held-out file, or leave validation_file empty to hold out data.validation_fraction"
+            )
         for key in ("sources", "validation_sources"):
             sources = getattr(self, key)
             for i, source in enumerate(sources):
