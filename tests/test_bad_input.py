@@ -57,7 +57,8 @@ CASES = {
     ),
     "too little text for one block": (
         lambda p: [
-            f"--data.{split}_file={write(p / 'tiny.txt', 'hi there')}" for split in ("train", "validation")
+            f"--data.{split}_file={write(p / f'tiny-{split}.txt', 'hi there')}"
+            for split in ("train", "validation")
         ],
         "fewer than one block",
     ),
