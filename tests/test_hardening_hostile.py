@@ -190,3 +190,15 @@ def test_validating_on_the_training_file_is_refused_at_parse_time(tmp_path, caps
     assert train_main(CausalLM, [*argv, f"--data.validation_file={tmp_path / 'link.txt'}"]) == 1
     assert "data.validation_file is data.train_file" in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_output_dir(tmp_path, capsys):
+    out, kept = tmp_path / "out", tmp_path / "kept"
+    missing = f"--data.sources=[{{path: {tmp_path / 'nope.txt'}}}]"
+    assert train_main(CausalLM, [*TINY, f"--train.output_dir={out}", missing]) == 1
+    assert "nope.txt does not exist; fix the path or drop the source" in one_error_line(capsys)
+    assert not out.exists()
+    kept.mkdir()  # a directory that was there before the run is the user's: it stays
+    assert train_main(CausalLM, [*TINY, f"--train.output_dir={kept}", missing]) == 1
+    capsys.readouterr()
+    assert kept.is_dir()

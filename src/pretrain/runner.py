@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from pretrain.config import ConfigError, parse_config, render_help, to_dict
 from pretrain.data.mixture import SourceSets, load_mixture, tokenizer_data
-from pretrain.data.outputs import check_output, claim_output_dir
+from pretrain.data.outputs import check_output, claim_output_dir, remove_unused_output_dir
 from pretrain.data.shard_set import ShardSet, load_run_datasets, shard_tokenizer_name
 from pretrain.data.text import DataError, cache_root
 from pretrain.data.tokenizer import build_tokenizer, set_post_processor
@@ -313,6 +313,7 @@ def main(
     """Recipe entry point: parse argv into the objective's config and train; 0 on success."""
     argv = sys.argv[1:] if argv is None else argv
     wants_help = any(a in ("-h", "--help") for a in argv)
+    created = None  # the output_dir this run creates, removed again if the run fails before using it
     try:
         cfg = parse_config(
             make_run_config(objective_cls.Config),
@@ -323,9 +324,12 @@ def main(
             print(f"usage: [CONFIG.yaml] [--section.key=value ...]  (objective {objective_cls.name})\n")
             print(render_help(cfg))
             return 0
+        created = None if os.path.lexists(cfg.train.output_dir) else cfg.train.output_dir
         train(objective_cls, cfg)
     except (ConfigError, DataError, TrainingStopped, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if created:
+            remove_unused_output_dir(created)
         return 1
     return 0
 

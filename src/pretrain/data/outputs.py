@@ -99,3 +99,15 @@ def claim_output_dir(
     if create:
         mark_output_dir(path, tool)
     return ours
+
+
+def remove_unused_output_dir(path: str | Path) -> None:
+    """Remove `path` when it holds nothing but our marker: a run that failed before writing anything
+    leaves no empty output behind (called only for a directory this run created)."""
+    path = Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink() and [p.name for p in path.iterdir()] == [MARKER]:
+            (path / MARKER).unlink()
+            path.rmdir()
+    except OSError:  # another rank removed it first, or a file appeared: leave it
+        pass
