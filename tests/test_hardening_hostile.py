@@ -202,3 +202,27 @@ def test_a_run_that_fails_before_writing_leaves_no_empty_output_dir(tmp_path, ca
     assert train_main(CausalLM, [*TINY, f"--train.output_dir={kept}", missing]) == 1
     capsys.readouterr()
     assert kept.is_dir()
+
+
+@pytest.mark.parametrize("option, value", [("--streams", "-5"), ("--streams", "100"), ("--threads", "0"), ("--stride", "-1")])  # fmt: skip
+def test_compress_numbers_are_range_checked_when_parsed(option, value, tmp_path, capsys):
+    from pretrain.eval.compress_cli import compress_main
+
+    (tmp_path / "in.txt").write_text("some text")
+    with pytest.raises(SystemExit) as exit_info:
+        compress_main(
+            ["--model", str(tmp_path), str(tmp_path / "in.txt"), str(tmp_path / "o.plmz"), option, value]
+        )
+    assert (
+        exit_info.value.code == 2 and f"argument {option}: {value} is out of range" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "o.plmz").exists()
+
+
+def test_an_empty_input_reports_no_bits_per_byte():
+    from pretrain.eval.compress_cli import format_report
+    from pretrain.eval.compression import CompressionReport
+
+    report = CompressionReport(0, 49, 49, 0, 0.0, 1_000_000, 1.0)
+    text = format_report(report, {"gzip_bits_per_byte": 160.0})
+    assert "none for an empty input" in text and "160" not in text and "original 0 bytes" in text

@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, bounded
 from pretrain.data.outputs import check_output
 from pretrain.eval.compression import CompressedFileError, CompressionReport, compress_bytes, decompress_bytes
-from pretrain.eval.plmz import is_plmz
+from pretrain.eval.plmz import MAX_STREAMS, MAX_THREADS, is_plmz
 
 
 def format_report(report: CompressionReport, baselines: dict[str, float]) -> str:
@@ -27,6 +27,8 @@ def format_report(report: CompressionReport, baselines: dict[str, float]) -> str
         ),
     ]
     lines = [f"{'':<42}{'bits/byte':>10}", *(f"{name:<42}{bpb:>10.4f}" for name, bpb in rows)]
+    if report.original_bytes == 0:  # each rate would be header or model bytes over no bytes at all
+        lines = ["bits/byte: none for an empty input (the file holds 0 bytes)"]
     lines += [
         f"original {report.original_bytes:,} bytes, {report.num_tokens:,} tokens; compressed "
         f"{report.compressed_bytes:,} bytes (header {report.header_bytes}); model files "
@@ -44,12 +46,23 @@ def _parse_args(prog: str, argv: list[str], first: str, second: str, coding: boo
     parser.add_argument(second, type=Path)
     parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     if coding:
-        parser.add_argument("--streams", type=int, default=0, help="parallel streams (0 = by length)")
         parser.add_argument(
-            "--stride", type=int, default=0, help="context stride in tokens (0 = half the window)"
+            "--streams",
+            type=bounded(int, f"[0, {MAX_STREAMS}]"),
+            default=0,
+            help="parallel streams (0 = by length)",
         )
         parser.add_argument(
-            "--threads", type=int, default=1, help="torch CPU threads (decoding uses the same)"
+            "--stride",
+            type=bounded(int, "[0, inf)"),
+            default=0,
+            help="context stride in tokens (0 = half the window)",
+        )
+        parser.add_argument(
+            "--threads",
+            type=bounded(int, f"[1, {MAX_THREADS}]"),
+            default=1,
+            help="torch CPU threads (decoding uses the same)",
         )
     return parser.parse_args(argv)
 
